@@ -1,0 +1,18 @@
+"""ResNet-9 on CIFAR-10: the library behind the DVC stages in ``stages/``.
+
+Modules, each small and with one job (see ``../shared/DESIGN.md``):
+
+- :mod:`resnet9.params`    typed ``params.yaml`` sections and their validation
+- :mod:`resnet9.data`      dataset sources, integrity checks, the canonical dataset
+- :mod:`resnet9.augment`   CIFAR-10 statistics and the albumentations pipelines
+- :mod:`resnet9.model`     the ResNet-9 network
+- :mod:`resnet9.schedule`  the One Cycle policy
+- :mod:`resnet9.lr_range`  the LR range test and its pick rule
+- :mod:`resnet9.engine`    device choice, training and evaluation loops
+- :mod:`resnet9.figures`   matplotlib figures
+- :mod:`resnet9.artifacts` atomic writes and reads of every output file
+"""
+
+
+class PipelineError(Exception):
+    """Base class of the errors a stage reports as one line and a non-zero exit."""

@@ -1,0 +1,212 @@
+"""Device choice, data loaders, the training loop and evaluation.
+
+The loops follow pytorch/examples mnist/main.py: :func:`train_one_epoch` and :func:`predict`
+are plain functions; :func:`fit` runs the epochs under the One Cycle policy, records the
+history, shows one progress bar with an ETA and stops on a non-finite loss.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from resnet9 import PipelineError
+from resnet9.params import ParamsError
+
+
+class TrainingDiverged(PipelineError):
+    """The loss became NaN or infinite."""
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> cuda, else mps, else cpu; an explicit name must be available.
+
+    Raises:
+        ParamsError: ``cuda`` or ``mps`` asked for on a machine without one.
+    """
+    has = {"cuda": torch.cuda.is_available(),
+           "mps": getattr(torch.backends, "mps", None) is not None
+           and torch.backends.mps.is_available(),
+           "cpu": True}
+    if name == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+    if not has[name]:
+        raise ParamsError(f"train.device: {name!r} is not available on this machine; "
+                          f"expected 'auto' or one of {[d for d in has if has[d]]}")
+    return torch.device(name)
+
+
+def resolve_num_workers(num_workers: int | str, device: torch.device) -> int:
+    """``auto``: on CPU 0 (both cores go to compute; augmentation runs between steps), on an
+    accelerator one worker per CPU core up to 8."""
+    if num_workers != "auto":
+        return int(num_workers)
+    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch Generator seeded with ``seed`` for loaders."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    # albumentations keeps its own generators: give each worker (and epoch) a distinct seed.
+    info = torch.utils.data.get_worker_info()
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)
+
+
+def make_loader(dataset, batch_size: int, *, shuffle: bool, num_workers: int,
+                generator: torch.Generator | None = None, drop_last: bool = False,
+                pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader whose shuffling and per-worker augmentation are reproducible from ``generator``."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        generator=generator, drop_last=drop_last, pin_memory=pin_memory,
+        worker_init_fn=_seed_worker if num_workers else None,
+        persistent_workers=False,
+    )
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op context elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@dataclass
+class EpochStats:
+    """Per-epoch figures: losses are means per image, accuracies fractions in [0, 1]."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float  # learning rate at the epoch's last step
+    seconds: float  # wall time of the epoch, training and test pass
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoch: int,
+                    on_step: Callable[[float], None] | None = None,
+                    lrs: list[float] | None = None) -> tuple[float, float]:
+    """One pass over ``loader``: forward, loss, backward, Adam step, scheduler step per batch.
+
+    Returns ``(mean loss per image, top-1 accuracy as a fraction)``. Appends each step's LR to
+    ``lrs`` if given.
+
+    Raises:
+        TrainingDiverged: the loss is NaN or inf, naming ``epoch`` and the step.
+    """
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for step, (x, y) in enumerate(loader):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(x)
+            loss = criterion(logits, y)
+        if not torch.isfinite(loss):
+            lr = optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
+                "lower train.max_lr (or pick it with the LR range test: max_lr: auto)"
+            )
+        if lrs is not None:
+            lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if on_step:
+            on_step(float(loss.detach()))
+    return float(total_loss) / seen, int(correct) / seen
+
+
+@torch.no_grad()
+def predict(model, loader, device, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and labels (N,) int64 on the CPU, in loader order.
+
+    With ``tta`` the logits are the mean of the image's and its horizontal mirror's logits
+    (flip test-time augmentation, as in Page 2018).
+    """
+    model.eval()
+    outs, labels = [], []
+    for x, y in loader:
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            logits = model(x).float()
+            if tta:
+                logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
+        outs.append(logits.cpu())
+        labels.append(y)
+    return torch.cat(outs), torch.cat(labels)
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """``(mean cross-entropy per image, top-1 accuracy as a fraction)`` of (N, C) logits."""
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    return loss, (logits.argmax(1) == labels).float().mean().item()
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: one :class:`EpochStats` per epoch and the LR of every step."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+
+
+def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, device, epochs: int,
+        start_epoch: int = 0, result: FitResult | None = None,
+        on_epoch_end: Callable[[int, FitResult], None] | None = None) -> FitResult:
+    """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch.
+
+    One tqdm bar counts every training step of the run, with its ETA. ``on_epoch_end(epoch,
+    result)`` runs after each epoch (checkpointing). Raises :class:`TrainingDiverged`.
+    """
+    result = result or FitResult()
+    steps = len(train_loader)
+    bar = tqdm(total=epochs * steps, initial=start_epoch * steps, unit="step",
+               desc="train", dynamic_ncols=True, mininterval=1.0)
+    try:
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            bar.set_description(f"train epoch {epoch + 1}/{epochs}")
+            train_loss, train_acc = train_one_epoch(
+                model, train_loader, optimizer, scheduler, criterion, device, epoch,
+                on_step=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}",
+                                                                     refresh=False)),
+                lrs=result.lrs,
+            )
+            test_loss, test_acc = score(*predict(model, test_loader, device))
+            result.history.append(EpochStats(
+                epoch + 1, train_loss, train_acc, test_loss, test_acc,
+                result.lrs[-1], time.perf_counter() - t0))
+            bar.write(f"epoch {epoch + 1:>3}/{epochs}: train loss {train_loss:.4f} "
+                      f"acc {train_acc:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
+                      f"{result.history[-1].seconds:.1f} s")
+            if on_epoch_end:
+                on_epoch_end(epoch, result)
+    finally:
+        bar.close()
+    return result

@@ -1,0 +1,72 @@
+"""The LR range test (Smith 2015, "Cyclical Learning Rates", sec. 3.3) with torch-lr-finder,
+and the rule that turns its curve into ``max_lr``.
+
+The test trains a fresh network for ``num_iter`` batches while the LR grows exponentially from
+``start_lr`` to ``end_lr``, recording the exponentially smoothed loss (torch-lr-finder's
+``smooth_f=0.05``) and stopping once the loss exceeds 5x its best.
+
+Pick rules (``lr_find.rule``):
+
+- ``steepest``: the LR where the smoothed loss falls fastest per decade of LR,
+  ``argmin d loss / d log10(lr)``, searched before the loss minimum (after it the curve is
+  diverging, not descending). This is torch-lr-finder's ``suggest_lr`` idea on a log axis.
+- ``min_loss_fraction``: ``fraction`` x the LR of the lowest smoothed loss (fast.ai's
+  "one order of magnitude before the minimum" with fraction 0.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch_lr_finder import LRFinder
+
+from resnet9 import PipelineError
+
+
+@dataclass(frozen=True)
+class LrPick:
+    """The chosen ``max_lr`` and the curve's landmarks; learning rates, unitless."""
+
+    max_lr: float
+    rule: str
+    steepest_lr: float
+    min_loss_lr: float
+
+
+def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, loader,
+               device: torch.device, start_lr: float, end_lr: float, num_iter: int,
+               step_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Run torch-lr-finder's range test; return ``(lrs, smoothed losses)`` as float64 arrays.
+
+    The model and optimizer are restored to their initial state afterwards.
+    """
+    finder = LRFinder(model, optimizer, criterion, device=device)
+    finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
+                      step_mode=step_mode)
+    finder.reset()
+    return np.asarray(finder.history["lr"], float), np.asarray(finder.history["loss"], float)
+
+
+def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, fraction: float = 0.1) -> LrPick:
+    """Apply ``rule`` (``steepest`` or ``min_loss_fraction``) to a range-test curve.
+
+    Raises:
+        PipelineError: fewer than 5 finite points, so no rule can be applied.
+    """
+    ok = np.isfinite(losses) & (lrs > 0)
+    lrs, losses = lrs[ok], losses[ok]
+    if len(lrs) < 5:
+        raise PipelineError(
+            f"LR range test: only {len(lrs)} usable points; raise lr_find.num_iter or lower "
+            "lr_find.start_lr"
+        )
+    lowest = int(np.argmin(losses))
+    slope = np.gradient(losses, np.log10(lrs))
+    search = slice(0, max(lowest, 2))  # descending part of the curve
+    steepest = int(np.argmin(slope[search]))
+    steepest_lr, min_loss_lr = float(lrs[steepest]), float(lrs[lowest])
+    chosen = steepest_lr if rule == "steepest" else fraction * min_loss_lr
+    return LrPick(max_lr=chosen, rule=rule, steepest_lr=steepest_lr, min_loss_lr=min_loss_lr)

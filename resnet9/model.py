@@ -1,0 +1,91 @@
+"""ResNet-9 for CIFAR-10, after David Page's DAWNBench network ("How to train your ResNet", 2018).
+
+PrepLayer conv3x3(64)-BN-ReLU; Layer1 conv3x3(128)-MaxPool2-BN-ReLU + ResBlock(128);
+Layer2 conv3x3(256)-MaxPool2-BN-ReLU; Layer3 conv3x3(512)-MaxPool2-BN-ReLU + ResBlock(512);
+MaxPool(4); FC(10). Convolutions carry no bias (BatchNorm follows each one). At width 1.0 the
+network has 6,573,130 parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ResNet9Config:
+    """``width_multiplier`` scales every channel count (1.0 = 64-128-256-512)."""
+
+    width_multiplier: float = 1.0
+    num_classes: int = 10
+    in_channels: int = 3
+
+    def channels(self, base: int) -> int:
+        """Channels of a layer whose spec width is ``base``; at least 1."""
+        return max(1, round(base * self.width_multiplier))
+
+
+class ConvBlock(nn.Sequential):
+    """conv3x3 (no bias) - [MaxPool2] - BatchNorm - ReLU. (N, c_in, H, W) -> (N, c_out, H', W')."""
+
+    def __init__(self, c_in: int, c_out: int, pool: bool = False):
+        layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False)]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Two ConvBlocks with an identity shortcut: ``x + conv_bn_relu(conv_bn_relu(x))``. Shape kept."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.res = nn.Sequential(ConvBlock(channels, channels), ConvBlock(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.res(x)
+
+
+class ResidualLayer(nn.Module):
+    """A pooling ConvBlock followed by a ResBlock added to its output (Layer1 and Layer3)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = ConvBlock(c_in, c_out, pool=True)
+        self.res = ResBlock(c_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res(self.conv(x))
+
+
+class ResNet9(nn.Module):
+    """ResNet-9. Input (N, 3, 32, 32) float32, normalized; output (N, num_classes) logits.
+
+    The network returns logits: the softmax of the spec is the log-softmax inside
+    ``nn.CrossEntropyLoss``, which is numerically stabler than a softmax layer here.
+    Shapes at width 1.0: prep (N, 64, 32, 32), layer1 (N, 128, 16, 16), layer2 (N, 256, 8, 8),
+    layer3 (N, 512, 4, 4), pool (N, 512, 1, 1), fc (N, 10).
+    """
+
+    def __init__(self, config: ResNet9Config = ResNet9Config()):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        self.prep = ConvBlock(config.in_channels, c(64))
+        self.layer1 = ResidualLayer(c(64), c(128))
+        self.layer2 = ConvBlock(c(128), c(256), pool=True)
+        self.layer3 = ResidualLayer(c(256), c(512))
+        self.pool = nn.MaxPool2d(4)
+        self.fc = nn.Linear(c(512), config.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.prep(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,94 @@
+"""The training recipe, from validated params to torch objects: network, Adam, loss, loaders.
+
+Shared by the lr_find, train, evaluate and analyze stages so that the LR range test sees the
+same network, optimizer, loss and augmentation as training does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from resnet9 import artifacts, augment, data, engine
+from resnet9.model import ResNet9, ResNet9Config
+from resnet9.params import ModelParams, ParamsError, TrainParams
+
+MODEL_FILE = Path("data/model.pt")
+LR_FIND_METRICS = Path("metrics/lr_find.json")
+
+
+def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
+    """A freshly initialised ResNet-9 of the configured width, on ``device``, channels_last."""
+    net = ResNet9(ResNet9Config(width_multiplier=model_params.width_multiplier))
+    return net.to(device, memory_format=torch.channels_last)
+
+
+def optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """``torch.optim.Adam`` over all parameters with L2 ``weight_decay`` (learning rate ``lr``)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+
+def criterion(train_params: TrainParams) -> nn.CrossEntropyLoss:
+    """CrossEntropyLoss (log-softmax + NLL) with the configured label smoothing."""
+    return nn.CrossEntropyLoss(label_smoothing=train_params.label_smoothing)
+
+
+def train_loader(split: data.Split, train_params: TrainParams, device: torch.device,
+                 generator: torch.Generator) -> torch.utils.data.DataLoader:
+    """Shuffled, augmented batches of ``train_params.batch_size``.
+
+    Raises:
+        ParamsError: ``train.batch_size`` exceeds the number of training images.
+    """
+    if train_params.batch_size > len(split):
+        raise ParamsError(f"train.batch_size: {train_params.batch_size} is larger than the "
+                          f"{len(split)} training images; expected at most {len(split)}")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    dataset = data.AugmentedDataset(split, augment.train_transform(seed=seed))
+    return engine.make_loader(
+        dataset, train_params.batch_size, shuffle=True, generator=generator,
+        num_workers=engine.resolve_num_workers(train_params.num_workers, device),
+        pin_memory=device.type == "cuda")
+
+
+def test_loader(split: data.Split, batch_size: int, device: torch.device,
+                num_workers: int | str = "auto") -> torch.utils.data.DataLoader:
+    """Normalized test batches, in dataset order."""
+    dataset = data.AugmentedDataset(split, augment.test_transform())
+    return engine.make_loader(dataset, batch_size, shuffle=False,
+                              num_workers=engine.resolve_num_workers(num_workers, device),
+                              pin_memory=device.type == "cuda")
+
+
+def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_METRICS) -> float:
+    """``train.max_lr``, or the LR range test's pick when it is ``auto``.
+
+    Raises:
+        ParamsError: ``auto`` but ``metrics/lr_find.json`` is missing or has no ``max_lr``.
+    """
+    if train_params.max_lr != "auto":
+        return float(train_params.max_lr)
+    try:
+        return float(artifacts.read_json(lr_find_metrics)["max_lr"])
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise ParamsError(
+            f"train.max_lr: 'auto' needs the LR range test's result in {lr_find_metrics} "
+            f"({type(err).__name__}: {err}); run `dvc repro lr_find` or set a number"
+        ) from None
+
+
+def load_trained(path: Path | str, device: torch.device) -> tuple[ResNet9, dict]:
+    """The trained network from ``data/model.pt`` in eval mode, and the file's metadata.
+
+    Raises:
+        PipelineError: the file is missing (run the train stage).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise data.DataError(f"{path}: not found; run `dvc repro train` first")
+    saved = artifacts.load_torch(path)
+    net = build_model(ModelParams(**saved["model_params"]), device)
+    net.load_state_dict(saved["state_dict"])
+    return net.eval(), saved

@@ -1,0 +1,43 @@
+"""Stage download: CIFAR-10 from data.source -> data/cifar10/ (arrays.npz + meta.json)."""
+
+import numpy as np
+
+from resnet9 import artifacts, cli, data, params
+from resnet9.data import DATASET_DIR
+
+
+def main() -> None:
+    p = params.load("data")
+    print(f"download: reading {p.source}")
+    arrays = data.load_source(p.source)
+    data.check_cifar10(arrays, p.source, full=True)
+    print("download: checks passed (50,000 / 10,000 images, 32x32x3 uint8, 5,000 / 1,000 per class)")
+    for split, n in (("train", p.train_subset), ("test", p.test_subset)):
+        if n is not None:
+            keep = data.stratified_subset(arrays[f"y_{split}"], n, p.seed, f"data.{split}_subset")
+            arrays[f"x_{split}"], arrays[f"y_{split}"] = (arrays[f"x_{split}"][keep],
+                                                          arrays[f"y_{split}"][keep])
+    arrays = {k: np.ascontiguousarray(v, dtype=np.uint8) for k, v in arrays.items()}
+    meta = {
+        "source": p.source,
+        "classes": list(data.CLASSES),
+        "counts": {s: len(arrays[f"y_{s}"]) for s in ("train", "test")},
+        "per_class": {s: np.bincount(arrays[f"y_{s}"], minlength=10).tolist()
+                      for s in ("train", "test")},
+        "subset": {"train": p.train_subset, "test": p.test_subset, "seed": p.seed},
+        "sha256": {s: data.sha256_of(arrays[f"x_{s}"], arrays[f"y_{s}"])
+                   for s in ("train", "test")},
+    }
+
+    def write(tmp):
+        tmp.mkdir()
+        np.savez(tmp / data.ARRAYS_FILE, **arrays)
+        artifacts.write_json(tmp / data.META_FILE, meta)
+
+    artifacts.write_with(DATASET_DIR, write)
+    print(f"download: wrote {DATASET_DIR}/ ({meta['counts']['train']:,} train, "
+          f"{meta['counts']['test']:,} test images)")
+
+
+if __name__ == "__main__":
+    cli.run("download", main)

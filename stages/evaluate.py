@@ -1,0 +1,38 @@
+"""Stage evaluate: test top-1 accuracy, loss, per-class accuracy -> metrics/evaluate.json,
+plots/confusion.csv, plots/per_class.csv."""
+
+import pandas as pd
+
+from resnet9 import artifacts, cli, data, engine, params, recipe
+from resnet9.data import DATASET_DIR
+from resnet9.recipe import MODEL_FILE
+
+
+def main() -> None:
+    eval_p = params.load("evaluate")
+    device = engine.select_device("auto")
+    net, saved = recipe.load_trained(MODEL_FILE, device)
+    _, test = data.load_dataset(DATASET_DIR)
+    loader = recipe.test_loader(test, 1024, device)
+    logits, labels = engine.predict(net, loader, device)
+    loss, accuracy = engine.score(logits, labels)
+    predicted = logits.argmax(1).numpy()
+    classes = saved["classes"]
+    frame = pd.DataFrame({"actual": [classes[i] for i in labels.numpy()],
+                          "predicted": [classes[i] for i in predicted]})
+    per_class = (frame.actual == frame.predicted).groupby(frame.actual).mean().reindex(classes)
+
+    metrics = {"accuracy": accuracy, "loss": loss, "per_class": per_class.to_dict(),
+               "test_images": len(labels)}
+    if eval_p.tta:
+        metrics["tta_accuracy"] = engine.score(*engine.predict(net, loader, device, tta=True))[1]
+    artifacts.write_json("metrics/evaluate.json", metrics)
+    artifacts.write_csv("plots/confusion.csv", frame)
+    artifacts.write_csv("plots/per_class.csv", pd.DataFrame(
+        {"class": classes, "accuracy": per_class.values}))
+    print(f"evaluate: top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {len(labels):,} test "
+          "images; wrote metrics/evaluate.json, plots/confusion.csv, plots/per_class.csv")
+
+
+if __name__ == "__main__":
+    cli.run("evaluate", main)

@@ -1,0 +1,41 @@
+"""Stage lr_find: LR range test -> metrics/lr_find.json, plots/lr_find.{csv,png}."""
+
+import pandas as pd
+
+from resnet9 import artifacts, cli, data, engine, figures, lr_range, params, recipe
+from resnet9.data import DATASET_DIR
+from resnet9.recipe import LR_FIND_METRICS
+
+
+def main() -> None:
+    model_p, find_p, train_p = params.load("model", "lr_find", "train")
+    device = engine.select_device(train_p.device)
+    train, _ = data.load_dataset(DATASET_DIR)
+    generator = engine.seed_everything(train_p.seed)
+    loader = recipe.train_loader(train, train_p, device, generator)
+    net = recipe.build_model(model_p, device)
+    opt = recipe.optimizer(net, find_p.start_lr, train_p.weight_decay)
+    print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
+          f"({find_p.step_mode}), batch {train_p.batch_size}, on {device}")
+    lrs, losses = lr_range.range_test(net, opt, recipe.criterion(train_p), loader, device,
+                                      find_p.start_lr, find_p.end_lr, find_p.num_iter,
+                                      find_p.step_mode)
+    pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
+
+    artifacts.write_csv("plots/lr_find.csv", pd.DataFrame({"lr": lrs, "loss": losses}))
+    artifacts.save_figure("plots/lr_find.png",
+                          figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
+    artifacts.write_json(LR_FIND_METRICS, {
+        "max_lr": pick.max_lr,
+        "min_lr": pick.max_lr / train_p.div_factor,
+        "rule": pick.rule,
+        "steepest_lr": pick.steepest_lr,
+        "min_loss_lr": pick.min_loss_lr,
+    })
+    print(f"lr_find: max_lr = {pick.max_lr:.4g} ({pick.rule}), min_lr = "
+          f"{pick.max_lr / train_p.div_factor:.4g}; wrote {LR_FIND_METRICS}, "
+          "plots/lr_find.csv, plots/lr_find.png")
+
+
+if __name__ == "__main__":
+    cli.run("lr_find", main)

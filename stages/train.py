@@ -1,0 +1,53 @@
+"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, plots/train_history.csv,
+plots/lr_schedule.csv."""
+
+import dataclasses
+import time
+
+import pandas as pd
+
+from resnet9 import artifacts, cli, data, engine, params, recipe, schedule
+from resnet9.data import DATASET_DIR
+from resnet9.recipe import MODEL_FILE
+
+
+def main() -> None:
+    model_p, train_p = params.load("model", "train")
+    device = engine.select_device(train_p.device)
+    max_lr = recipe.resolve_max_lr(train_p)
+    train, test = data.load_dataset(DATASET_DIR)
+    generator = engine.seed_everything(train_p.seed)
+    train_loader = recipe.train_loader(train, train_p, device, generator)
+    test_loader = recipe.test_loader(test, 1024, device, train_p.num_workers)
+
+    net = recipe.build_model(model_p, device)
+    opt = recipe.optimizer(net, max_lr / train_p.div_factor, train_p.weight_decay)
+    sched = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
+                               train_p.peak_epoch, train_p.div_factor)
+    print(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
+          f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
+          f"width {model_p.width_multiplier}, on {device}")
+    t0 = time.perf_counter()
+    result = engine.fit(net, train_loader, test_loader, opt, sched, recipe.criterion(train_p),
+                        device, train_p.epochs)
+    seconds = time.perf_counter() - t0
+
+    artifacts.save_torch(MODEL_FILE, {
+        "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+        "model_params": dataclasses.asdict(model_p),
+        "train_params": dataclasses.asdict(train_p),
+        "max_lr": max_lr,
+        "classes": list(data.CLASSES),
+        "train_seconds": seconds,
+    })
+    artifacts.write_csv("plots/train_history.csv",
+                        pd.DataFrame([dataclasses.asdict(h) for h in result.history]))
+    artifacts.write_csv("plots/lr_schedule.csv",
+                        pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
+    last = result.history[-1]
+    print(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
+          f"{seconds:.1f} s; wrote {MODEL_FILE}, plots/train_history.csv, plots/lr_schedule.csv")
+
+
+if __name__ == "__main__":
+    cli.run("train", main)
