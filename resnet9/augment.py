@@ -26,7 +26,7 @@ def train_transform(pad_mode: str = "reflect", seed: int | None = None) -> A.Com
         seed: seeds albumentations' generators (each DataLoader worker derives its own).
 
     Input is an HWC uint8 image (32, 32, 3); output ``image`` is a (3, 32, 32) float32 tensor.
-    The CutOut hole is filled with the mean pixel, so it is 0 after normalization.
+    The CutOut hole is filled with the (rounded) mean pixel, so it is ~0 after normalization.
     """
     mean_pixel = tuple(round(255 * m) for m in CIFAR10_MEAN)
     return A.Compose(

@@ -1,0 +1,173 @@
+import io
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import yaml
+
+from resnet9 import data
+from resnet9.data import DataError
+
+from conftest import ROOT, tiny_arrays
+
+
+def _npz(path, arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+# ---- sources -----------------------------------------------------------------------------
+
+def test_missing_file_says_how_to_set_data_source(tmp_path):
+    with pytest.raises(DataError, match=r"data.source: .*nope.npz.* is not a file.*cifar10.npz"):
+        data.load_source(str(tmp_path / "nope.npz"))
+
+
+def test_unknown_file_kind(tmp_path):
+    (tmp_path / "cifar.csv").write_text("1,2\n")
+    with pytest.raises(DataError, match=r"not a URL, .tar.gz/.tgz or .npz"):
+        data.load_source(str(tmp_path / "cifar.csv"))
+
+
+def test_npz_round_trip(tmp_path):
+    arrays = tiny_arrays()
+    loaded = data.load_source(str(_npz(tmp_path / "c.npz", arrays)))
+    assert all(np.array_equal(loaded[k], arrays[k]) for k in data.KEYS)
+
+
+def test_truncated_npz(tmp_path):
+    path = _npz(tmp_path / "c.npz", tiny_arrays())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"c.npz: not a readable .npz, truncated or corrupt"):
+        data.load_source(str(path))
+
+
+def test_npz_with_wrong_keys(tmp_path):
+    arrays = tiny_arrays()
+    arrays["images"] = arrays.pop("x_train")
+    with pytest.raises(DataError, match=r"keys \['x_train'\] missing"):
+        data.load_source(str(_npz(tmp_path / "c.npz", arrays)))
+
+
+def _tarball(path, members: dict[str, bytes]):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    return path
+
+
+def test_archive_md5_mismatch(tmp_path):
+    path = _tarball(tmp_path / "cifar-10-python.tar.gz",
+                    {"cifar-10-batches-py/data_batch_1": b"not a pickle"})
+    with pytest.raises(DataError, match=r"md5 mismatch; expected c58f30108f718f92721af3b95e74349a"):
+        data.load_source(str(path))
+
+
+def test_truncated_archive(tmp_path):
+    path = _tarball(tmp_path / "cifar-10-python.tar.gz", {"a": b"x" * 10_000})
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(DataError, match="md5 mismatch"):
+        data.load_source(str(path))
+
+
+def test_unreachable_url_says_how_to_go_offline():
+    with pytest.raises(DataError, match=r"cannot download .*Set data.source to a local"):
+        data.load_source("http://127.0.0.1:9/cifar-10-python.tar.gz")
+
+
+# ---- checks ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, bad, message", [
+    ("x_train", lambda a: a[:, :, :16], r"x_train has shape \(20, 32, 16, 3\); expected"),
+    ("x_test", lambda a: a.astype(np.float32), r"x_test has dtype float32; expected uint8"),
+    ("y_train", lambda a: a.astype(np.float64), r"y_train has shape .* expected \(N,\) integers"),
+    ("y_test", lambda a: np.where(a == 3, 10, a), r"y_test has labels in \[0, 10\]; expected 0..9"),
+    ("y_train", lambda a: a[:-1], r"x_train has 20 images but y_train 19 labels"),
+])
+def test_structural_checks(key, bad, message):
+    arrays = tiny_arrays()
+    arrays[key] = bad(arrays[key])
+    with pytest.raises(DataError, match=message):
+        data.check_cifar10(arrays, "src", full=False)
+
+
+def test_full_check_wants_the_official_counts():
+    with pytest.raises(DataError, match=r"train has 20 images; expected 50,000"):
+        data.check_cifar10(tiny_arrays(), "src", full=True)
+
+
+def test_full_check_wants_balanced_classes():
+    arrays = {"x_train": np.zeros((50_000, 32, 32, 3), np.uint8),
+              "y_train": np.repeat(np.arange(10), 5000).astype(np.uint8),
+              "x_test": np.zeros((10_000, 32, 32, 3), np.uint8),
+              "y_test": np.repeat(np.arange(10), 1000).astype(np.uint8)}
+    data.check_cifar10(arrays, "src", full=True)
+    arrays["y_test"][0] = 9
+    with pytest.raises(DataError, match=r"test per-class counts \[999, .*1001\]; expected 1,000"):
+        data.check_cifar10(arrays, "src", full=True)
+
+
+# ---- subsets -----------------------------------------------------------------------------
+
+def test_stratified_subset_keeps_class_proportions_and_is_seeded():
+    y = np.repeat(np.arange(10), 100)
+    idx = data.stratified_subset(y, 205, seed=1)
+    assert len(idx) == 205 == len(np.unique(idx))
+    counts = np.bincount(y[idx], minlength=10)
+    assert counts.min() == 20 and counts.max() == 21
+    assert np.array_equal(idx, data.stratified_subset(y, 205, seed=1))
+    assert not np.array_equal(idx, data.stratified_subset(y, 205, seed=2))
+
+
+def test_subset_larger_than_the_data():
+    with pytest.raises(DataError, match=r"data.train_subset: 101 is more than the 100 images"):
+        data.stratified_subset(np.arange(100) % 10, 101, 0, "data.train_subset")
+
+
+# ---- the download stage ------------------------------------------------------------------
+
+def _run_download(tmp_path, source):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["data"]["source"] = str(source)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    return subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("defect", ["missing", "truncated", "labels", "counts"])
+def test_download_stage_on_bad_data_fails_cleanly(tmp_path, defect):
+    arrays = tiny_arrays()
+    if defect == "labels":
+        arrays["y_train"][0] = 12
+    src = _npz(tmp_path / "c.npz", arrays)
+    if defect == "missing":
+        src.unlink()
+    if defect == "truncated":
+        src.write_bytes(src.read_bytes()[:100])
+    proc = _run_download(tmp_path, src)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("download: error: ") and proc.stderr.count("\n") == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_download_stage_writes_the_canonical_dataset(tmp_path, cifar_npz):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["data"].update(source=str(cifar_npz), train_subset=1000, test_subset=500)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    train, test = data.load_dataset(tmp_path / "data/cifar10")
+    assert (len(train), len(test)) == (1000, 500)
+    assert np.bincount(train.y).tolist() == [100] * 10
+    meta = yaml.safe_load((tmp_path / "data/cifar10/meta.json").read_text())
+    assert meta["counts"] == {"train": 1000, "test": 500}
+    assert meta["classes"][0] == "airplane" and meta["source"] == str(cifar_npz)
+    assert meta["sha256"]["train"] == data.sha256_of(train.x, train.y.astype(np.uint8))
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["cifar10"]  # no temporaries left

@@ -1,0 +1,92 @@
+import pytest
+import torch
+from torch import nn
+
+from resnet9 import engine
+from resnet9.model import ResNet9, ResNet9Config
+from resnet9.params import ParamsError
+from resnet9.schedule import one_cycle
+
+CPU = torch.device("cpu")
+
+
+def _loader(n=32, batch=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ds = torch.utils.data.TensorDataset(torch.randn(n, 3, 32, 32, generator=g),
+                                        torch.randint(0, 10, (n,), generator=g))
+    return torch.utils.data.DataLoader(ds, batch_size=batch)
+
+
+def _net():
+    torch.manual_seed(0)
+    return ResNet9(ResNet9Config(width_multiplier=0.125))
+
+
+def test_tta_averages_the_logits_of_the_image_and_its_mirror():
+    net, loader = _net().eval(), _loader()
+    plain, labels = engine.predict(net, loader, CPU)
+    tta, _ = engine.predict(net, loader, CPU, tta=True)
+    x = torch.cat([b[0] for b in loader])
+    with torch.no_grad():
+        mirrored = net(torch.flip(x, dims=[3]))
+    assert torch.allclose(tta, (plain + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(tta, plain)
+    assert torch.equal(labels, torch.cat([b[1] for b in loader]))
+
+
+def test_score_is_cross_entropy_and_top1():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    labels = torch.tensor([0, 0, 0])
+    loss, acc = engine.score(logits, labels)
+    assert acc == pytest.approx(2 / 3)
+    assert loss == pytest.approx(nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_fit_records_history_and_every_step_lr():
+    net, loader = _net(), _loader()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    sched = one_cycle(opt, 1e-3, 3, len(loader), 1, 10)
+    result = engine.fit(net, loader, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 3)
+    assert [h.epoch for h in result.history] == [1, 2, 3]
+    assert len(result.lrs) == 3 * len(loader)
+    assert result.lrs[0] == pytest.approx(1e-4) and max(result.lrs) == pytest.approx(1e-3)
+    h = result.history[-1]
+    assert 0 <= h.train_acc <= 1 and 0 <= h.test_acc <= 1 and h.seconds > 0
+
+
+def test_nan_loss_stops_with_epoch_step_and_hint():
+    net, loader = _net(), _loader()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = one_cycle(opt, 1e-3, 2, len(loader), 1, 10)
+    calls = {"n": 0}
+
+    def poisoned(logits, y):
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss * float("nan") if calls["n"] == 6 else loss
+
+    with pytest.raises(engine.TrainingDiverged, match=r"loss is nan at epoch 2, step 2 .*lower "
+                                                     r"train.max_lr"):
+        engine.fit(net, loader, loader, opt, sched, poisoned, CPU, 2)
+
+
+def test_unavailable_device_is_a_params_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ParamsError, match=r"train.device: 'cuda' is not available"):
+        engine.select_device("cuda")
+    assert engine.select_device("auto") == CPU
+
+
+def test_seeded_training_is_deterministic_on_cpu():
+    def run():
+        engine.seed_everything(3)
+        net = ResNet9(ResNet9Config(width_multiplier=0.125))
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        loader = _loader()
+        sched = one_cycle(opt, 1e-3, 1, len(loader), 0.5, 10)
+        engine.fit(net, loader, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 1)
+        return net.state_dict()
+
+    a, b = run(), run()
+    assert all(torch.equal(a[k], b[k]) for k in a)

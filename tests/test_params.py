@@ -1,0 +1,126 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from resnet9 import params
+from resnet9.params import ParamsError
+
+from conftest import ROOT
+
+# For every key: (wrong type, out of range) values. Choices count an unknown value as out of range.
+BAD = {
+    "data": {"source": [123, ""], "train_subset": ["many", 5], "test_subset": [1.5, 10_001],
+             "seed": ["x", -1]},
+    "model": {"width_multiplier": ["wide", 0]},
+    "lr_find": {"start_lr": ["low", 0], "end_lr": [[1], -1], "num_iter": [2.5, 1],
+                "step_mode": [1, "log"], "rule": [None, "valley"], "fraction": ["a", 1.5]},
+    "train": {"epochs": [2.0, 0], "batch_size": ["512", 0], "max_lr": ["fast", 0],
+              "peak_epoch": ["five", -1], "div_factor": ["x", 0.5], "weight_decay": ["x", -1e-4],
+              "label_smoothing": ["x", 1.0], "seed": [0.5, -3], "device": [0, "tpu"],
+              "num_workers": ["many", -1]},
+    "evaluate": {"tta": ["yes", 1]},
+    "analyze": {"num_misclassified": ["all", 0], "gradcam_layer": [3, "fc"]},
+}
+
+
+def test_every_key_is_covered():
+    assert {s: set(keys) for s, keys in BAD.items()} == {
+        s: set(params.defaults(s)) for s in params.SECTIONS}
+
+
+def test_defaults_validate():
+    for section in params.SECTIONS:
+        params.parse(section, params.defaults(section))
+
+
+def test_shipped_params_yaml_validates():
+    for section in params.SECTIONS:
+        params.load(section, path=ROOT / "params.yaml")
+
+
+@pytest.mark.parametrize("section, key, value",
+                         [(s, k, v) for s, keys in BAD.items() for k, vs in keys.items()
+                          for v in vs])
+def test_bad_value_names_key_value_and_what_is_allowed(section, key, value):
+    raw = {**params.defaults(section), key: value}
+    with pytest.raises(ParamsError) as err:
+        params.parse(section, raw)
+    message = str(err.value)
+    assert message.startswith(f"{section}.{key}: {value!r} is not allowed; expected ")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("section", list(params.SECTIONS))
+def test_unknown_key(section):
+    with pytest.raises(ParamsError, match=rf"^{section}\.lerning_rate: unknown key; expected one of"):
+        params.parse(section, {**params.defaults(section), "lerning_rate": 1})
+
+
+def test_missing_key():
+    raw = params.defaults("train")
+    del raw["epochs"]
+    with pytest.raises(ParamsError, match=r"^train\.epochs: missing"):
+        params.parse("train", raw)
+
+
+@pytest.mark.parametrize("peak", [24, 30])
+def test_peak_epoch_must_come_before_the_last_epoch(peak):
+    with pytest.raises(ParamsError, match=rf"train\.peak_epoch: {peak} .*below train\.epochs \(24\)"):
+        params.parse("train", {**params.defaults("train"), "peak_epoch": peak})
+
+
+def test_end_lr_must_exceed_start_lr():
+    with pytest.raises(ParamsError, match=r"lr_find\.end_lr"):
+        params.parse("lr_find", {**params.defaults("lr_find"), "start_lr": 0.1, "end_lr": 0.01})
+
+
+def test_yaml_11_exponent_without_dot_is_a_number():
+    doc = yaml.safe_load("max_lr: 1e-3")
+    assert doc["max_lr"] == "1e-3"  # PyYAML's reading, which the params layer corrects
+    p = params.parse("train", {**params.defaults("train"), "max_lr": doc["max_lr"]})
+    assert p.max_lr == pytest.approx(1e-3)
+
+
+def test_booleans_are_not_integers():
+    with pytest.raises(ParamsError, match="train.epochs: True"):
+        params.parse("train", {**params.defaults("train"), "epochs": True})
+
+
+def test_load_reports_missing_file_and_section(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        params.load("data", path=tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("data: {}\n")
+    with pytest.raises(ParamsError, match="section 'train' is missing"):
+        params.load("train", path=tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        params.load("train", path=tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("stage, section, key, value", [
+    ("download", "data", "train_subset", 0),
+    ("lr_find", "lr_find", "step_mode", "log"),
+    ("train", "train", "epochs", 0),
+    ("train", "train", "device", "cuda"),  # no CUDA on the test machine
+    ("evaluate", "evaluate", "tta", "yes"),
+    ("analyze", "analyze", "gradcam_layer", "fc"),
+])
+def test_stage_with_bad_params_exits_nonzero_with_one_line_and_writes_nothing(
+        tmp_path, stage, section, key, value):
+    import torch
+
+    if value == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{stage}: error: {section}.{key}: {value!r}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -1,0 +1,143 @@
+"""End to end: real `dvc repro` in a temporary git repo on a real CIFAR-10 subset.
+
+Small overrides: width 0.25, 2,000 train / 1,000 test images, 2 epochs, batch 128, 30 LR-finder
+steps. Checks every declared output, what reruns and what does not, `dvc metrics diff` and
+`dvc plots show`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+
+PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvcignore",
+           ".gitignore", "data/.gitkeep"]
+STAGES = ["download", "lr_find", "train", "evaluate", "analyze"]
+
+
+def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def ran(proc: subprocess.CompletedProcess) -> set[str]:
+    return {s for s in STAGES if f"Running stage '{s}'" in proc.stdout}
+
+
+def set_params(repo: Path, **changes: dict) -> None:
+    doc = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in changes.items():
+        doc[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, cifar_npz) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for rel in PROJECT:
+        src, dst = ROOT / rel, repo / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    set_params(repo,
+               data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 1000},
+               model={"width_multiplier": 0.25},
+               lr_find={"num_iter": 30},
+               train={"epochs": 2, "peak_epoch": 1, "batch_size": 128})
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A")
+    sh(repo, "git", "-c", "user.email=ci@example.com", "-c", "user.name=ci",
+       "commit", "-qm", "project")
+    first = sh(repo, "dvc", "repro")
+    assert ran(first) == set(STAGES), first.stdout
+    return repo
+
+
+def test_every_declared_output_exists_and_parses(repo):
+    lr = json.loads((repo / "metrics/lr_find.json").read_text())
+    assert lr["max_lr"] > 0 and lr["min_lr"] == pytest.approx(lr["max_lr"] / 10)
+    assert lr["rule"] == "steepest"
+    finder = pd.read_csv(repo / "plots/lr_find.csv")
+    assert list(finder.columns) == ["lr", "loss"] and len(finder) >= 5
+    assert finder.lr.iloc[0] == pytest.approx(1e-7)
+
+    history = pd.read_csv(repo / "plots/train_history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "train_acc", "test_loss",
+                                     "test_acc", "lr", "seconds"]
+    assert history.epoch.tolist() == [1, 2]
+    assert history[["train_acc", "test_acc"]].stack().between(0, 1).all()
+    schedule = pd.read_csv(repo / "plots/lr_schedule.csv")
+    assert len(schedule) == 2 * 16 and list(schedule.columns) == ["step", "lr"]
+
+    ev = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0
+    assert len(ev["per_class"]) == 10 and "airplane" in ev["per_class"]
+    confusion = pd.read_csv(repo / "plots/confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 1000
+    assert (confusion.actual == confusion.predicted).mean() == pytest.approx(ev["accuracy"])
+    assert len(pd.read_csv(repo / "plots/per_class.csv")) == 10
+
+    saved = torch.load(repo / "data/model.pt", weights_only=True)
+    assert saved["model_params"] == {"width_multiplier": 0.25}
+    assert saved["classes"][9] == "truck"
+    meta = json.loads((repo / "data/cifar10/meta.json").read_text())
+    assert meta["counts"] == {"train": 2000, "test": 1000}
+
+    for name in ("lr_find", "samples", "augmented", "training_curves", "lr_schedule",
+                 "misclassified", "gradcam"):
+        assert (repo / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert "Total params" in (repo / "plots/model_summary.txt").read_text()
+
+
+def test_second_repro_reruns_nothing(repo):
+    again = sh(repo, "dvc", "repro")
+    assert ran(again) == set()
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
+
+
+def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    sh(repo, *git, "add", "-A")
+    sh(repo, *git, "commit", "-qm", "baseline run")
+    before = json.loads((repo / "metrics/evaluate.json").read_text())
+    set_params(repo, train={"max_lr": 0.02})
+    proc = sh(repo, "dvc", "repro")
+    assert ran(proc) == {"train", "evaluate", "analyze"}
+    after = json.loads((repo / "metrics/evaluate.json").read_text())
+    diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
+    changed = diff["metrics/evaluate.json"]
+    assert changed["loss"]["old"] == pytest.approx(before["loss"])
+    assert changed["loss"]["new"] == pytest.approx(after["loss"])
+    assert changed["accuracy"]["old"] == pytest.approx(before["accuracy"])
+    assert changed["accuracy"]["new"] == pytest.approx(after["accuracy"])
+    assert after["accuracy"] != before["accuracy"]
+    params_diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)
+    assert params_diff["params.yaml"]["train.max_lr"] == {"old": "auto", "new": 0.02}
+
+
+def test_plots_show_writes_the_html_with_every_plot(repo):
+    sh(repo, "dvc", "plots", "show", "-o", "dvc_plots")
+    html = (repo / "dvc_plots/index.html").read_text()
+    for title in ("Loss per epoch", "Top-1 accuracy per epoch", "LR range test",
+                  "Confusion matrix (test set)", "One Cycle learning rate per step"):
+        assert title in html, title
+    for name in ("gradcam", "misclassified", "augmented", "lr_find"):
+        assert f"{name}.png" in html, name
