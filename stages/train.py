@@ -6,9 +6,11 @@ import time
 
 import pandas as pd
 
-from resnet9 import artifacts, cli, data, engine, params, recipe, schedule
-from resnet9.data import DATASET_DIR
+from resnet9 import artifacts, checkpoint, cli, data, engine, params, recipe, schedule
+from resnet9.data import DATASET_DIR, META_FILE
 from resnet9.recipe import MODEL_FILE
+
+CHECKPOINT = "data/checkpoint.pt"  # persist: true in dvc.yaml, so an interrupted run resumes
 
 
 def main() -> None:
@@ -24,13 +26,22 @@ def main() -> None:
     opt = recipe.optimizer(net, max_lr / train_p.div_factor, train_p.weight_decay)
     sched = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
                                train_p.peak_epoch, train_p.div_factor)
+    fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
+                                data=artifacts.read_json(DATASET_DIR / META_FILE)["sha256"])
+    state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator,
+                 transform=train_loader.dataset.transform)
+    start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
+    print(f"train: {how}")
     print(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
           f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
           f"width {model_p.width_multiplier}, on {device}")
     t0 = time.perf_counter()
-    result = engine.fit(net, train_loader, test_loader, opt, sched, recipe.criterion(train_p),
-                        device, train_p.epochs)
-    seconds = time.perf_counter() - t0
+    result = engine.fit(
+        net, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
+        train_p.epochs, start_epoch=start, result=result,
+        on_epoch_end=lambda epoch, res: checkpoint.save(CHECKPOINT, epoch=epoch, fp=fp,
+                                                        result=res, **state))
+    seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
     artifacts.save_torch(MODEL_FILE, {
         "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
@@ -39,6 +50,7 @@ def main() -> None:
         "max_lr": max_lr,
         "classes": list(data.CLASSES),
         "train_seconds": seconds,
+        "wall_seconds_this_run": time.perf_counter() - t0,
     })
     artifacts.write_csv("plots/train_history.csv",
                         pd.DataFrame([dataclasses.asdict(h) for h in result.history]))

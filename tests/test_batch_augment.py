@@ -128,7 +128,7 @@ def test_hole_is_one_8x8_square_of_the_normalized_mean_pixel():
     assert (hole.sum((1, 2)) == 64).all()
     assert torch.allclose(out.permute(0, 2, 3, 1)[hole], fill.expand(500 * 64, 3), atol=1e-6)
     rest = out.permute(0, 2, 3, 1)[~hole]
-    assert torch.equal(rest, B.normalize(imgs[:1]).permute(0, 2, 3, 1)[0, 0].expand_as(rest))
+    assert torch.equal(rest, B.normalize(imgs[:1]).permute(0, 2, 3, 1)[0, 0, 0].expand_as(rest))
 
 
 def _uniform_bins_ok(v: np.ndarray, high: int) -> None:

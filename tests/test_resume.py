@@ -1,0 +1,98 @@
+"""Interruption and resume of the train stage: SIGTERM mid-run leaves no complete-looking
+output; the next run resumes from the per-epoch checkpoint and ends exactly where an
+uninterrupted run ends (CPU, same seed); a changed param discards the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_arrays
+
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+
+
+def _workdir(tmp_path: Path, name: str, **train) -> Path:
+    work = tmp_path / name
+    (work / "data/cifar10").mkdir(parents=True)
+    arrays = tiny_arrays(n_train=1024, n_test=100, seed=1)
+    np.savez(work / "data/cifar10/arrays.npz", **arrays)
+    (work / "data/cifar10/meta.json").write_text(json.dumps({"sha256": {"train": "synthetic"}}))
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["model"]["width_multiplier"] = 0.125
+    doc["train"].update(epochs=4, peak_epoch=1, batch_size=64, max_lr=0.005, device="cpu",
+                        num_workers=0, **train)
+    (work / "params.yaml").write_text(yaml.safe_dump(doc))
+    return work
+
+
+def _train(work: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=work, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _metrics(work: Path) -> pd.DataFrame:
+    return pd.read_csv(work / "plots/train_history.csv").drop(columns="seconds")
+
+
+def _interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.CompletedProcess:
+    proc = _train(work)
+    deadline = time.monotonic() + 240
+    while not (work / "data/checkpoint.pt").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    sent = time.monotonic()
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10, "the stage took too long to stop"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> pd.DataFrame:
+    work = _workdir(tmp_path_factory.mktemp("ref"), "uninterrupted")
+    out, err = _train(work).communicate(timeout=600)
+    assert (work / "data/model.pt").is_file(), err
+    return _metrics(work)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupt_leaves_no_complete_output_then_resume_matches(tmp_path, reference, sig, code):
+    work = _workdir(tmp_path, "interrupted")
+    stopped = _interrupt_after_first_checkpoint(work, sig)
+    assert stopped.returncode == code, stopped.stderr
+    assert "interrupted by" in stopped.stderr
+    assert not (work / "data/model.pt").exists()
+    assert not (work / "plots").exists()
+    assert not list(work.rglob("*.tmp*"))  # no temporaries left behind
+
+    out, err = _train(work).communicate(timeout=600)
+    assert "resuming from data/checkpoint.pt after epoch" in out, out + err
+    pd.testing.assert_frame_equal(_metrics(work), reference)
+
+
+def test_changed_param_discards_the_checkpoint(tmp_path, reference):
+    work = _workdir(tmp_path, "changed")
+    _interrupt_after_first_checkpoint(work, signal.SIGTERM)
+    doc = yaml.safe_load((work / "params.yaml").read_text())
+    doc["train"]["max_lr"] = 0.004
+    (work / "params.yaml").write_text(yaml.safe_dump(doc))
+    out, err = _train(work).communicate(timeout=600)
+    assert "is from other params or data; discarded" in out, out + err
+    assert len(_metrics(work)) == 4
+
+
+def test_same_seed_twice_gives_identical_metrics(tmp_path, reference):
+    work = _workdir(tmp_path, "again")
+    _train(work).communicate(timeout=600)
+    pd.testing.assert_frame_equal(_metrics(work), reference)
