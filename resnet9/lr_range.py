@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch_lr_finder import LRFinder
+from torch_lr_finder.lr_finder import TrainDataLoaderIter
 
 from resnet9 import PipelineError
 
@@ -41,8 +42,11 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, lo
                step_mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Run torch-lr-finder's range test; return ``(lrs, smoothed losses)`` as float64 arrays.
 
-    The model and optimizer are restored to their initial state afterwards.
+    ``loader`` is a DataLoader or any re-iterable of ``(x, y)`` batches. The model and optimizer
+    are restored to their initial state afterwards.
     """
+    if not isinstance(loader, torch.utils.data.DataLoader):  # e.g. a DeviceLoader
+        loader = TrainDataLoaderIter(loader)
     finder = LRFinder(model, optimizer, criterion, device=device)
     finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
                       step_mode=step_mode)

@@ -152,6 +152,11 @@ class TrainParams:
     seed: int = _key(integer(0), 0)
     device: str = _key(choice("auto", "cpu", "cuda", "mps"), "auto")
     num_workers: int | str = _key(integer(0, 64, auto=True), "auto")
+    pad_mode: str = _key(choice("reflect", "zero"), "reflect")  # padding before the crop
+    # albumentations in a DataLoader, or the same augmentation as batched tensor ops on the
+    # device with the dataset resident there; auto = torch on CUDA, albumentations elsewhere
+    augment_backend: str = _key(choice("auto", "albumentations", "torch"), "auto")
+    compile: bool = _key(choice(False, True), False)  # torch.compile the network
 
     def __post_init__(self):
         if self.peak_epoch >= self.epochs:

@@ -35,9 +35,19 @@ def criterion(train_params: TrainParams) -> nn.CrossEntropyLoss:
     return nn.CrossEntropyLoss(label_smoothing=train_params.label_smoothing)
 
 
+def augment_backend(train_params: TrainParams, device: torch.device) -> str:
+    """``albumentations`` or ``torch``; ``auto`` picks torch on CUDA only."""
+    if train_params.augment_backend != "auto":
+        return train_params.augment_backend
+    return "torch" if device.type == "cuda" else "albumentations"
+
+
 def train_loader(split: data.Split, train_params: TrainParams, device: torch.device,
-                 generator: torch.Generator) -> torch.utils.data.DataLoader:
-    """Shuffled, augmented batches of ``train_params.batch_size``.
+                 generator: torch.Generator):
+    """Shuffled, augmented batches ``(x, y)`` of ``train_params.batch_size``.
+
+    With the ``torch`` backend a :class:`resnet9.batch_augment.DeviceLoader` (dataset on the
+    device, batched augmentation); otherwise a DataLoader running albumentations per image.
 
     Raises:
         ParamsError: ``train.batch_size`` exceeds the number of training images.
@@ -45,8 +55,13 @@ def train_loader(split: data.Split, train_params: TrainParams, device: torch.dev
     if train_params.batch_size > len(split):
         raise ParamsError(f"train.batch_size: {train_params.batch_size} is larger than the "
                           f"{len(split)} training images; expected at most {len(split)}")
+    if augment_backend(train_params, device) == "torch":
+        from resnet9.batch_augment import DeviceLoader
+
+        return DeviceLoader(split, train_params.batch_size, device, shuffle=True, augment=True,
+                            generator=generator, pad_mode=train_params.pad_mode)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    dataset = data.AugmentedDataset(split, augment.train_transform(seed=seed))
+    dataset = data.AugmentedDataset(split, augment.train_transform(train_params.pad_mode, seed))
     return engine.make_loader(
         dataset, train_params.batch_size, shuffle=True, generator=generator,
         num_workers=engine.resolve_num_workers(train_params.num_workers, device),
@@ -54,8 +69,12 @@ def train_loader(split: data.Split, train_params: TrainParams, device: torch.dev
 
 
 def test_loader(split: data.Split, batch_size: int, device: torch.device,
-                num_workers: int | str = "auto") -> torch.utils.data.DataLoader:
-    """Normalized test batches, in dataset order."""
+                num_workers: int | str = "auto"):
+    """Normalized test batches, in dataset order (kept on the device on CUDA)."""
+    if device.type == "cuda":
+        from resnet9.batch_augment import DeviceLoader
+
+        return DeviceLoader(split, batch_size, device, shuffle=False, augment=False)
     dataset = data.AugmentedDataset(split, augment.test_transform())
     return engine.make_loader(dataset, batch_size, shuffle=False,
                               num_workers=engine.resolve_num_workers(num_workers, device),

@@ -5,6 +5,7 @@ import dataclasses
 import time
 
 import pandas as pd
+import torch
 
 from resnet9 import artifacts, checkpoint, cli, data, engine, params, recipe, schedule
 from resnet9.data import DATASET_DIR, META_FILE
@@ -28,8 +29,9 @@ def main() -> None:
                                train_p.peak_epoch, train_p.div_factor)
     fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
                                 data=artifacts.read_json(DATASET_DIR / META_FILE)["sha256"])
+    trained = torch.compile(net) if train_p.compile else net  # shares net's parameters
     state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator,
-                 transform=train_loader.dataset.transform)
+                 transform=getattr(getattr(train_loader, "dataset", None), "transform", None))
     start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
     print(f"train: {how}")
     print(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
@@ -37,7 +39,7 @@ def main() -> None:
           f"width {model_p.width_multiplier}, on {device}")
     t0 = time.perf_counter()
     result = engine.fit(
-        net, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
+        trained, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
         train_p.epochs, start_epoch=start, result=result,
         on_epoch_end=lambda epoch, res: checkpoint.save(CHECKPOINT, epoch=epoch, fp=fp,
                                                         result=res, **state))

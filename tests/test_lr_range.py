@@ -48,3 +48,17 @@ def test_range_test_scans_exponentially_and_restores_the_model():
     assert np.allclose(ratios, ratios[0])
     assert np.isfinite(losses).all()
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_range_test_accepts_a_device_loader():
+    from resnet9.batch_augment import DeviceLoader
+    from resnet9.data import Split
+
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8), np.arange(64) % 10)
+    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    loader = DeviceLoader(split, 16, "cpu", generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-7)
+    lrs, losses = lr_range.range_test(net, opt, torch.nn.CrossEntropyLoss(), loader,
+                                      torch.device("cpu"), 1e-6, 1e-1, 8, "exp")
+    assert len(lrs) == 8 and np.isfinite(losses).all()

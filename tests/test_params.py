@@ -19,7 +19,8 @@ BAD = {
     "train": {"epochs": [2.0, 0], "batch_size": ["512", 0], "max_lr": ["fast", 0],
               "peak_epoch": ["five", -1], "div_factor": ["x", 0.5], "weight_decay": ["x", -1e-4],
               "label_smoothing": ["x", 1.0], "seed": [0.5, -3], "device": [0, "tpu"],
-              "num_workers": ["many", -1]},
+              "num_workers": ["many", -1], "pad_mode": [0, "edge"],
+              "augment_backend": [None, "dali"], "compile": ["yes", 1]},
     "evaluate": {"tta": ["yes", 1]},
     "analyze": {"num_misclassified": ["all", 0], "gradcam_layer": [3, "fc"]},
 }

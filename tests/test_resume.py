@@ -29,8 +29,8 @@ def _workdir(tmp_path: Path, name: str, **train) -> Path:
     (work / "data/cifar10/meta.json").write_text(json.dumps({"sha256": {"train": "synthetic"}}))
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     doc["model"]["width_multiplier"] = 0.125
-    doc["train"].update(epochs=4, peak_epoch=1, batch_size=64, max_lr=0.005, device="cpu",
-                        num_workers=0, **train)
+    doc["train"].update({"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
+                         "device": "cpu", "num_workers": 0, **train})
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
     return work
 
@@ -96,3 +96,12 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path, reference):
     work = _workdir(tmp_path, "again")
     _train(work).communicate(timeout=600)
     pd.testing.assert_frame_equal(_metrics(work), reference)
+
+
+def test_torch_augment_backend_trains_on_cpu(tmp_path):
+    """The CUDA data path (dataset on the device, batched augmentation) runs on CPU too."""
+    work = _workdir(tmp_path, "torch_backend", augment_backend="torch", epochs=2, compile=False)
+    out, err = _train(work).communicate(timeout=600)
+    history = _metrics(work)
+    assert history.epoch.tolist() == [1, 2], out + err
+    assert history.train_loss.iloc[1] < history.train_loss.iloc[0]
