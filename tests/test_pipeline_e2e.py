@@ -141,3 +141,13 @@ def test_plots_show_writes_the_html_with_every_plot(repo):
         assert title in html, title
     for name in ("gradcam", "misclassified", "augmented", "lr_find"):
         assert f"{name}.png" in html, name
+
+
+def test_deleted_outputs_come_back_from_the_cache_without_retraining(repo):
+    model = (repo / "data/model.pt").read_bytes()
+    shutil.rmtree(repo / "data/cifar10")
+    (repo / "data/model.pt").unlink()
+    sh(repo, "dvc", "checkout")
+    assert (repo / "data/model.pt").read_bytes() == model
+    assert (repo / "data/cifar10/arrays.npz").is_file()
+    assert ran(sh(repo, "dvc", "repro")) == set()
