@@ -27,7 +27,8 @@ class TrainingDiverged(PipelineError):
 
 
 def select_device(name: str) -> torch.device:
-    """``auto`` -> cuda, else mps, else cpu; an explicit name must be available.
+    """``auto`` -> cuda, else mps, else cpu; an explicit name must be available. On CUDA it
+    turns on ``cudnn.benchmark``.
 
     Raises:
         ParamsError: ``cuda`` or ``mps`` asked for on a machine without one.
@@ -37,10 +38,12 @@ def select_device(name: str) -> torch.device:
            and torch.backends.mps.is_available(),
            "cpu": True}
     if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if has[d]))
+        name = next(d for d in ("cuda", "mps", "cpu") if has[d])
     if not has[name]:
         raise ParamsError(f"train.device: {name!r} is not available on this machine; "
                           f"expected 'auto' or one of {[d for d in has if has[d]]}")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels
     return torch.device(name)
 
 

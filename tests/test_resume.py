@@ -105,3 +105,22 @@ def test_torch_augment_backend_trains_on_cpu(tmp_path):
     history = _metrics(work)
     assert history.epoch.tolist() == [1, 2], out + err
     assert history.train_loss.iloc[1] < history.train_loss.iloc[0]
+
+
+def _fails_with(work: Path, message: str) -> None:
+    proc = _train(work)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"train: error: {message}"), err
+    assert not (work / "data/model.pt").exists() and not (work / "plots").exists()
+
+
+def test_auto_max_lr_without_an_lr_finder_result(tmp_path):
+    work = _workdir(tmp_path, "auto", max_lr="auto")
+    _fails_with(work, "train.max_lr: 'auto' needs the LR range test's result")
+
+
+def test_batch_size_larger_than_the_training_set(tmp_path):
+    work = _workdir(tmp_path, "big_batch", batch_size=2048)
+    _fails_with(work, "train.batch_size: 2048 is larger than the 1024 training images")
