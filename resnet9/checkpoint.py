@@ -40,7 +40,7 @@ def _restore_transform(transform, states: list) -> None:
 
 
 def save(path: Path | str, *, epoch: int, fp: str, model, optimizer, scheduler,
-         generator: torch.Generator, transform, result: FitResult) -> None:
+         generator: torch.Generator, transform, result: FitResult, ema=None) -> None:
     """Atomically write the state after ``epoch`` (0-based) completed epochs' worth of work."""
     artifacts.save_torch(path, {
         "fingerprint": fp,
@@ -53,11 +53,12 @@ def save(path: Path | str, *, epoch: int, fp: str, model, optimizer, scheduler,
                 "transform": _transform_states(transform)},
         "history": [vars(h) for h in result.history],
         "lrs": result.lrs,
+        "ema": ema.state_dict() if ema is not None else None,
     })
 
 
 def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
-           generator: torch.Generator, transform) -> tuple[int, FitResult | None, str]:
+           generator: torch.Generator, transform, ema=None) -> tuple[int, FitResult | None, str]:
     """Restore the run from ``path`` if it matches ``fp``.
 
     Returns ``(epochs already done, FitResult so far or None, a sentence saying what happened)``.
@@ -75,6 +76,8 @@ def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

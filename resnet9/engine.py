@@ -106,8 +106,9 @@ class EpochStats:
 
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoch: int,
                     on_step: Callable[[float], None] | None = None,
-                    lrs: list[float] | None = None) -> tuple[float, float]:
-    """One pass over ``loader``: forward, loss, backward, Adam step, scheduler step per batch.
+                    lrs: list[float] | None = None, ema=None) -> tuple[float, float]:
+    """One pass over ``loader``: forward, loss, backward, Adam step, scheduler step per batch,
+    and an update of ``ema`` (a ``torch.optim.swa_utils.AveragedModel``) when given.
 
     Returns ``(mean loss per image, top-1 accuracy as a fraction)``. Appends each step's LR to
     ``lrs`` if given.
@@ -137,6 +138,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -181,8 +184,9 @@ class FitResult:
 
 def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, device, epochs: int,
         start_epoch: int = 0, result: FitResult | None = None,
-        on_epoch_end: Callable[[int, FitResult], None] | None = None) -> FitResult:
-    """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch.
+        on_epoch_end: Callable[[int, FitResult], None] | None = None, ema=None) -> FitResult:
+    """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch
+    (the EMA weights when ``ema`` is given, otherwise the raw weights).
 
     One tqdm bar counts every training step of the run, with its ETA. ``on_epoch_end(epoch,
     result)`` runs after each epoch (checkpointing). Raises :class:`TrainingDiverged`.
@@ -199,9 +203,10 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
                 model, train_loader, optimizer, scheduler, criterion, device, epoch,
                 on_step=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}",
                                                                      refresh=False)),
-                lrs=result.lrs,
+                lrs=result.lrs, ema=ema,
             )
-            test_loss, test_acc = score(*predict(model, test_loader, device))
+            evaluated = ema.module if ema is not None else model
+            test_loss, test_acc = score(*predict(evaluated, test_loader, device))
             result.history.append(EpochStats(
                 epoch + 1, train_loss, train_acc, test_loss, test_acc,
                 result.lrs[-1], time.perf_counter() - t0))

@@ -148,6 +148,8 @@ class TrainParams:
     peak_epoch: float = _key(number(0, 1000, lo_open=True), 5)
     div_factor: float = _key(number(1, 1e6), 10.0)  # LRMIN = max_lr / div_factor
     weight_decay: float = _key(number(0, 1), 0.0)
+    decay_bn_and_bias: bool = _key(choice(True, False), True)  # False: no decay on BN / biases
+    ema_decay: float = _key(number(0, 1, hi_open=True), 0.0)  # 0 = off; else EMA of the weights
     label_smoothing: float = _key(number(0, 1, hi_open=True), 0.0)
     seed: int = _key(integer(0), 0)
     device: str = _key(choice("auto", "cpu", "cuda", "mps"), "auto")

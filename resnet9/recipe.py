@@ -25,9 +25,33 @@ def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
     return net.to(device, memory_format=torch.channels_last)
 
 
-def optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """``torch.optim.Adam`` over all parameters with L2 ``weight_decay`` (learning rate ``lr``)."""
-    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+def optimizer(model: nn.Module, lr: float, weight_decay: float,
+              decay_bn_and_bias: bool = True) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with L2 ``weight_decay`` at learning rate ``lr``.
+
+    With ``decay_bn_and_bias=False`` the 1-D parameters (BatchNorm scales and shifts, the FC
+    bias) get no weight decay, as in Goyal et al. 2017 and airbench.
+    """
+    if decay_bn_and_bias or weight_decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = list(model.parameters())
+    return torch.optim.Adam([
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ], lr=lr)
+
+
+def ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and BN buffers, or None if decay is 0.
+
+    torch's ``AveragedModel`` with ``get_ema_multi_avg_fn``: after each step
+    ``ema = decay * ema + (1 - decay) * weights``.
+    """
+    if decay == 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def criterion(train_params: TrainParams) -> nn.CrossEntropyLoss:

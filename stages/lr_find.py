@@ -14,7 +14,8 @@ def main() -> None:
     generator = engine.seed_everything(train_p.seed)
     loader = recipe.train_loader(train, train_p, device, generator)
     net = recipe.build_model(model_p, device)
-    opt = recipe.optimizer(net, find_p.start_lr, train_p.weight_decay)
+    opt = recipe.optimizer(net, find_p.start_lr, train_p.weight_decay,
+                           train_p.decay_bn_and_bias)
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
           f"({find_p.step_mode}), batch {train_p.batch_size}, on {device}")
     lrs, losses = lr_range.range_test(net, opt, recipe.criterion(train_p), loader, device,

@@ -24,13 +24,15 @@ def main() -> None:
     test_loader = recipe.test_loader(test, 1024, device, train_p.num_workers)
 
     net = recipe.build_model(model_p, device)
-    opt = recipe.optimizer(net, max_lr / train_p.div_factor, train_p.weight_decay)
+    opt = recipe.optimizer(net, max_lr / train_p.div_factor, train_p.weight_decay,
+                           train_p.decay_bn_and_bias)
+    ema = recipe.ema(net, train_p.ema_decay)
     sched = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
                                train_p.peak_epoch, train_p.div_factor)
     fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
                                 data=artifacts.read_json(DATASET_DIR / META_FILE)["sha256"])
     trained = torch.compile(net) if train_p.compile else net  # shares net's parameters
-    state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator,
+    state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator, ema=ema,
                  transform=getattr(getattr(train_loader, "dataset", None), "transform", None))
     start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
     print(f"train: {how}")
@@ -40,13 +42,14 @@ def main() -> None:
     t0 = time.perf_counter()
     result = engine.fit(
         trained, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
-        train_p.epochs, start_epoch=start, result=result,
+        train_p.epochs, start_epoch=start, result=result, ema=ema,
         on_epoch_end=lambda epoch, res: checkpoint.save(CHECKPOINT, epoch=epoch, fp=fp,
                                                         result=res, **state))
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
     artifacts.save_torch(MODEL_FILE, {
-        "state_dict": {k: v.cpu() for k, v in net.state_dict().items()},
+        # the EMA weights when train.ema_decay > 0: those are the ones evaluated
+        "state_dict": {k: v.cpu() for k, v in (ema.module if ema is not None else net).state_dict().items()},
         "model_params": dataclasses.asdict(model_p),
         "train_params": dataclasses.asdict(train_p),
         "max_lr": max_lr,

@@ -90,3 +90,31 @@ def test_seeded_training_is_deterministic_on_cpu():
 
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_weights_differ_from_the_raw_weights_and_are_the_ones_evaluated():
+    from resnet9.recipe import ema as make_ema
+
+    net, loader = _net(), _loader()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = one_cycle(opt, 1e-2, 2, len(loader), 1, 10)
+    ema = make_ema(net, 0.9)
+    result = engine.fit(net, loader, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 2, ema=ema)
+    raw, avg = net.state_dict(), ema.module.state_dict()
+    assert not torch.allclose(raw["fc.weight"], avg["fc.weight"])
+    assert not torch.allclose(raw["prep.1.running_mean"], avg["prep.1.running_mean"])
+    loss, acc = engine.score(*engine.predict(ema.module, loader, CPU))
+    assert result.history[-1].test_loss == pytest.approx(loss)
+    raw_loss, _ = engine.score(*engine.predict(net, loader, CPU))
+    assert raw_loss != pytest.approx(loss)
+
+
+def test_no_weight_decay_on_bn_and_bias():
+    from resnet9.recipe import optimizer
+
+    opt = optimizer(_net(), 1e-3, 5e-4, decay_bn_and_bias=False)
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 5e-4 and all(p.ndim == 4 or p.ndim == 2
+                                                    for p in decayed["params"])
+    assert plain["weight_decay"] == 0 and all(p.ndim == 1 for p in plain["params"])
+    assert len(decayed["params"]) == 9  # 8 convolutions and the FC weight

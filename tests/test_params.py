@@ -18,6 +18,7 @@ BAD = {
                 "step_mode": [1, "log"], "rule": [None, "valley"], "fraction": ["a", 1.5]},
     "train": {"epochs": [2.0, 0], "batch_size": ["512", 0], "max_lr": ["fast", 0],
               "peak_epoch": ["five", -1], "div_factor": ["x", 0.5], "weight_decay": ["x", -1e-4],
+              "decay_bn_and_bias": ["no", 0], "ema_decay": ["x", 1.0],
               "label_smoothing": ["x", 1.0], "seed": [0.5, -3], "device": [0, "tpu"],
               "num_workers": ["many", -1], "pad_mode": [0, "edge"],
               "augment_backend": [None, "dali"], "compile": ["yes", 1]},

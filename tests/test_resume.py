@@ -124,3 +124,19 @@ def test_auto_max_lr_without_an_lr_finder_result(tmp_path):
 def test_batch_size_larger_than_the_training_set(tmp_path):
     work = _workdir(tmp_path, "big_batch", batch_size=2048)
     _fails_with(work, "train.batch_size: 2048 is larger than the 1024 training images")
+
+
+def test_ema_weights_are_saved_and_an_ema_run_resumes_exactly(tmp_path):
+    import torch
+
+    straight = _workdir(tmp_path, "ema_straight", ema_decay=0.9)
+    _train(straight).communicate(timeout=600)
+    saved = torch.load(straight / "data/model.pt", weights_only=True)["state_dict"]
+    ckpt = torch.load(straight / "data/checkpoint.pt", weights_only=False)
+    assert torch.equal(saved["fc.weight"], ckpt["ema"]["module.fc.weight"])
+    assert not torch.equal(saved["fc.weight"], ckpt["model"]["fc.weight"])
+
+    resumed = _workdir(tmp_path, "ema_resumed", ema_decay=0.9)
+    _interrupt_after_first_checkpoint(resumed, signal.SIGTERM)
+    _train(resumed).communicate(timeout=600)
+    pd.testing.assert_frame_equal(_metrics(resumed), _metrics(straight))
