@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -151,3 +152,51 @@ def test_deleted_outputs_come_back_from_the_cache_without_retraining(repo):
     assert (repo / "data/model.pt").read_bytes() == model
     assert (repo / "data/cifar10/arrays.npz").is_file()
     assert ran(sh(repo, "dvc", "repro")) == set()
+
+
+def _commit_all(repo: Path, message: str) -> None:
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    sh(repo, *git, "add", "-A")
+    sh(repo, *git, "commit", "-qm", message, check=False)  # nothing to commit is fine
+
+
+def test_push_to_a_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
+    _commit_all(repo, "run")
+    sh(repo, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    sh(repo, "dvc", "push")
+    _commit_all(repo, "remote")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "data/model.pt").exists()
+    sh(clone, "dvc", "pull")
+    assert (clone / "data/model.pt").read_bytes() == (repo / "data/model.pt").read_bytes()
+    assert "Data and pipelines are up to date" in sh(clone, "dvc", "status").stdout
+    assert ran(sh(clone, "dvc", "repro")) == set()
+
+
+def test_queued_experiments_both_appear_in_exp_show(repo):
+    _commit_all(repo, "before experiments")
+    for lr in ("0.003", "0.03"):
+        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}")
+    sh(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 600
+    while True:
+        status = sh(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert "Failed" not in status, status + sh(repo, "dvc", "queue", "logs", "-a", check=False).stdout
+    rows = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    found = {}
+    for commit in rows:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}) \
+                    .get("train", {}).get("max_lr")
+                acc = data.get("metrics", {}).get("metrics/evaluate.json", {}) \
+                    .get("data", {}).get("accuracy")
+                if lr is not None and acc is not None:
+                    found[lr] = acc
+    assert {0.003, 0.03} <= set(found), json.dumps(rows)[:3000]
