@@ -22,8 +22,8 @@ import yaml
 
 from conftest import ROOT
 
-PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvcignore",
-           ".gitignore", "data/.gitkeep"]
+PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/plots",
+           ".dvcignore", ".gitignore", "data/.gitkeep"]
 STAGES = ["download", "lr_find", "train", "evaluate", "analyze"]
 
 
@@ -140,6 +140,7 @@ def test_plots_show_writes_the_html_with_every_plot(repo):
     for title in ("Loss per epoch", "Top-1 accuracy per epoch", "LR range test",
                   "Confusion matrix (test set)", "One Cycle learning rate per step"):
         assert title in html, title
+    assert '"scale": {"type": "log"}' in html  # the LR range test on a log x-axis
     for name in ("gradcam", "misclassified", "augmented", "lr_find"):
         assert f"{name}.png" in html, name
 
