@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from resnet9 import PipelineError
+from resnet9 import PipelineError, distributed
 from resnet9.params import ParamsError
 
 
@@ -184,9 +184,13 @@ class FitResult:
 
 def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, device, epochs: int,
         start_epoch: int = 0, result: FitResult | None = None,
-        on_epoch_end: Callable[[int, FitResult], None] | None = None, ema=None) -> FitResult:
-    """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch
-    (the EMA weights when ``ema`` is given, otherwise the raw weights).
+        on_epoch_end: Callable[[int, FitResult], None] | None = None, ema=None,
+        eval_model=None, show: bool = True) -> FitResult:
+    """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch:
+    ``eval_model`` if given, else the EMA weights when ``ema`` is given, else ``model``.
+
+    Under torch.distributed the training loss and accuracy are averaged over ranks; ``show``
+    turns the progress bar and epoch lines on (rank 0).
 
     One tqdm bar counts every training step of the run, with its ETA. ``on_epoch_end(epoch,
     result)`` runs after each epoch (checkpointing). Raises :class:`TrainingDiverged`.
@@ -194,7 +198,7 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
     result = result or FitResult()
     steps = len(train_loader)
     bar = tqdm(total=epochs * steps, initial=start_epoch * steps, unit="step",
-               desc="train", dynamic_ncols=True, mininterval=1.0)
+               desc="train", dynamic_ncols=True, mininterval=1.0, disable=not show)
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
@@ -205,14 +209,17 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
                                                                      refresh=False)),
                 lrs=result.lrs, ema=ema,
             )
-            evaluated = ema.module if ema is not None else model
+            train_loss, train_acc = distributed.mean([train_loss, train_acc], device)
+            evaluated = (eval_model if eval_model is not None
+                         else ema.module if ema is not None else model)
             test_loss, test_acc = score(*predict(evaluated, test_loader, device))
             result.history.append(EpochStats(
                 epoch + 1, train_loss, train_acc, test_loss, test_acc,
                 result.lrs[-1], time.perf_counter() - t0))
-            bar.write(f"epoch {epoch + 1:>3}/{epochs}: train loss {train_loss:.4f} "
-                      f"acc {train_acc:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
-                      f"{result.history[-1].seconds:.1f} s")
+            if show:
+                bar.write(f"epoch {epoch + 1:>3}/{epochs}: train loss {train_loss:.4f} "
+                          f"acc {train_acc:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
+                          f"{result.history[-1].seconds:.1f} s")
             if on_epoch_end:
                 on_epoch_end(epoch, result)
     finally:

@@ -159,8 +159,15 @@ class TrainParams:
     # device with the dataset resident there; auto = torch on CUDA, albumentations elsewhere
     augment_backend: str = _key(choice("auto", "albumentations", "torch"), "auto")
     compile: bool = _key(choice(False, True), False)  # torch.compile the network
+    # > 1: DistributedDataParallel under torchrun, one process per GPU (or CPU, with gloo)
+    nproc_per_node: int = _key(integer(1, 64), 1)
 
     def __post_init__(self):
+        if self.batch_size < self.nproc_per_node:
+            raise ParamsError(
+                f"train.batch_size: {self.batch_size} is not allowed; expected at least "
+                f"train.nproc_per_node ({self.nproc_per_node}), one image per process"
+            )
         if self.peak_epoch >= self.epochs:
             raise ParamsError(
                 f"train.peak_epoch: {self.peak_epoch!r} is not allowed; expected a number "

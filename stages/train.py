@@ -1,13 +1,15 @@
-"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, plots/train_history.csv,
-plots/lr_schedule.csv."""
+"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, data/checkpoint.pt,
+plots/train_history.csv, plots/lr_schedule.csv. With train.nproc_per_node > 1 it relaunches
+itself under torchrun (DistributedDataParallel); rank 0 writes the outputs."""
 
 import dataclasses
+import sys
 import time
 
 import pandas as pd
 import torch
 
-from resnet9 import artifacts, checkpoint, cli, data, engine, params, recipe, schedule
+from resnet9 import artifacts, checkpoint, cli, data, distributed, engine, params, recipe, schedule
 from resnet9.data import DATASET_DIR, META_FILE
 from resnet9.recipe import MODEL_FILE
 
@@ -18,9 +20,25 @@ def main() -> None:
     model_p, train_p = params.load("model", "train")
     device = engine.select_device(train_p.device)
     max_lr = recipe.resolve_max_lr(train_p)
+    if train_p.nproc_per_node > 1 and not distributed.launched():
+        print(f"train: relaunching under torchrun with {train_p.nproc_per_node} processes")
+        sys.exit(distributed.relaunch(train_p.nproc_per_node, "stages.train"))
+    rank, world, device = (distributed.init(device) if distributed.launched()
+                           else (0, 1, device))
+    try:
+        run(model_p, train_p, device, max_lr, rank, world)
+    finally:
+        distributed.finish()
+
+
+def run(model_p, train_p, device, max_lr, rank, world) -> None:
+    main_rank = rank == 0
     train, test = data.load_dataset(DATASET_DIR)
-    generator = engine.seed_everything(train_p.seed)
-    train_loader = recipe.train_loader(train, train_p, device, generator)
+    if world > 1:  # equal shards, so every rank takes the same number of steps
+        train = distributed.shard(train, rank, world, seed=train_p.seed)
+    generator = engine.seed_everything(train_p.seed + rank)  # DDP syncs weights from rank 0
+    train_loader = recipe.train_loader(
+        train, dataclasses.replace(train_p, batch_size=train_p.batch_size // world), device, generator)
     test_loader = recipe.test_loader(test, 1024, device, train_p.num_workers)
 
     net = recipe.build_model(model_p, device)
@@ -32,24 +50,33 @@ def main() -> None:
     fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
                                 data=artifacts.read_json(DATASET_DIR / META_FILE)["sha256"])
     trained = torch.compile(net) if train_p.compile else net  # shares net's parameters
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(trained)
     state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator, ema=ema,
                  transform=getattr(getattr(train_loader, "dataset", None), "transform", None))
-    start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
-    print(f"train: {how}")
-    print(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
-          f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
-          f"width {model_p.width_multiplier}, on {device}")
+    if world == 1:
+        start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
+    else:  # per-rank RNG streams are not checkpointed: start over
+        start, result, how = 0, None, f"{world} processes: no resume, training from scratch"
+    log = print if main_rank else (lambda *a, **k: None)
+    log(f"train: {how}")
+    log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
+        f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
+        f"width {model_p.width_multiplier}, on {device} x {world}")
     t0 = time.perf_counter()
     result = engine.fit(
         trained, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
-        train_p.epochs, start_epoch=start, result=result, ema=ema,
-        on_epoch_end=lambda epoch, res: checkpoint.save(CHECKPOINT, epoch=epoch, fp=fp,
-                                                        result=res, **state))
+        train_p.epochs, start_epoch=start, result=result, ema=ema, show=main_rank,
+        eval_model=ema.module if ema is not None else net,  # not the DDP wrapper
+        on_epoch_end=lambda epoch, res: main_rank and checkpoint.save(
+            CHECKPOINT, epoch=epoch, fp=fp, result=res, **state))
+    if not main_rank:
+        return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
+    evaluated = ema.module if ema is not None else net  # the EMA weights when ema_decay > 0
     artifacts.save_torch(MODEL_FILE, {
-        # the EMA weights when train.ema_decay > 0: those are the ones evaluated
-        "state_dict": {k: v.cpu() for k, v in (ema.module if ema is not None else net).state_dict().items()},
+        "state_dict": {k: v.cpu() for k, v in evaluated.state_dict().items()},
         "model_params": dataclasses.asdict(model_p),
         "train_params": dataclasses.asdict(train_p),
         "max_lr": max_lr,
@@ -62,8 +89,8 @@ def main() -> None:
     artifacts.write_csv("plots/lr_schedule.csv",
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
     last = result.history[-1]
-    print(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
-          f"{seconds:.1f} s; wrote {MODEL_FILE}, plots/train_history.csv, plots/lr_schedule.csv")
+    log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
+        f"{seconds:.1f} s; wrote {MODEL_FILE}, plots/train_history.csv, plots/lr_schedule.csv")
 
 
 if __name__ == "__main__":

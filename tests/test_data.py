@@ -171,3 +171,16 @@ def test_download_stage_writes_the_canonical_dataset(tmp_path, cifar_npz):
     assert meta["classes"][0] == "airplane" and meta["source"] == str(cifar_npz)
     assert meta["sha256"]["train"] == data.sha256_of(train.x, train.y.astype(np.uint8))
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["cifar10"]  # no temporaries left
+
+
+def test_distributed_shards_are_disjoint_equal_and_mixed():
+    from resnet9.distributed import shard
+
+    ids = np.arange(1001)  # image i carries its index in its first pixel
+    x = np.zeros((1001, 32, 32, 3), dtype=np.int64)
+    x[:, 0, 0, 0] = ids
+    split = data.Split(x, np.sort(ids % 10))  # class-sorted labels
+    shards = [shard(split, rank, 2, seed=0) for rank in range(2)]
+    a, b = (set(s.x[:, 0, 0, 0].tolist()) for s in shards)
+    assert len(a) == len(b) == 500 and not a & b
+    assert all(len(np.unique(s.y)) == 10 for s in shards)

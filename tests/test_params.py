@@ -21,7 +21,8 @@ BAD = {
               "decay_bn_and_bias": ["no", 0], "ema_decay": ["x", 1.0],
               "label_smoothing": ["x", 1.0], "seed": [0.5, -3], "device": [0, "tpu"],
               "num_workers": ["many", -1], "pad_mode": [0, "edge"],
-              "augment_backend": [None, "dali"], "compile": ["yes", 1]},
+              "augment_backend": [None, "dali"], "compile": ["yes", 1],
+              "nproc_per_node": ["two", 0]},
     "evaluate": {"tta": ["yes", 1]},
     "analyze": {"num_misclassified": ["all", 0], "gradcam_layer": [3, "fc"]},
 }

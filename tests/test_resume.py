@@ -140,3 +140,35 @@ def test_ema_weights_are_saved_and_an_ema_run_resumes_exactly(tmp_path):
     _interrupt_after_first_checkpoint(resumed, signal.SIGTERM)
     _train(resumed).communicate(timeout=600)
     pd.testing.assert_frame_equal(_metrics(resumed), _metrics(straight))
+
+
+def _learnable(work: Path) -> None:
+    """Replace the noise images by ones whose colour gives the class away."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 1024), ("test", 200)):
+        y = np.arange(n) % 10
+        base = np.stack([(y * 25) % 256, (y * 70) % 256, (255 - y * 25) % 256], 1)
+        x = base[:, None, None, :] + rng.integers(-20, 21, (n, 32, 32, 3))
+        arrays[f"x_{split}"] = np.clip(x, 0, 255).astype(np.uint8)
+        arrays[f"y_{split}"] = y.astype(np.uint8)
+    np.savez(work / "data/cifar10/arrays.npz", **arrays)
+
+
+def test_two_process_ddp_on_cpu_matches_the_single_process_run(tmp_path):
+    runs = {}
+    for nproc in (1, 2):
+        work = _workdir(tmp_path, f"nproc{nproc}", nproc_per_node=nproc, epochs=3)
+        _learnable(work)
+        proc = _train(work)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out + err
+        runs[nproc] = _metrics(work)
+        assert sorted(p.name for p in (work / "data").iterdir()) == [
+            "checkpoint.pt", "cifar10", "model.pt"]
+    two = runs[2].iloc[-1]
+    assert "relaunching under torchrun with 2 processes" in out
+    assert len(runs[2]) == 3
+    assert two.test_acc > 0.5
+    assert abs(two.test_acc - runs[1].iloc[-1].test_acc) < 0.15
+    assert abs(two.train_loss - runs[1].iloc[-1].train_loss) < 0.3
