@@ -75,7 +75,7 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
 def test_every_declared_output_exists_and_parses(repo):
     lr = json.loads((repo / "metrics/lr_find.json").read_text())
     assert lr["max_lr"] > 0 and lr["min_lr"] == pytest.approx(lr["max_lr"] / 10)
-    assert lr["rule"] == "steepest"
+    assert lr["rule"] == "min_loss_fraction"  # the shipped default
     finder = pd.read_csv(repo / "plots/lr_find.csv")
     assert list(finder.columns) == ["lr", "loss"] and len(finder) >= 5
     assert finder.lr.iloc[0] == pytest.approx(1e-7)
