@@ -164,7 +164,7 @@ def predict(model, loader, device, tta: bool = False) -> tuple[torch.Tensor, tor
             if tta:
                 logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
         outs.append(logits.cpu())
-        labels.append(y)
+        labels.append(y.cpu())
     return torch.cat(outs), torch.cat(labels)
 
 
