@@ -130,9 +130,9 @@ def test_subset_larger_than_the_data():
 
 # ---- the download stage ------------------------------------------------------------------
 
-def _run_download(tmp_path, source):
+def _run_download(tmp_path, source, **data_params):
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    doc["data"]["source"] = str(source)
+    doc["data"].update(source=str(source), **data_params)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     return subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
@@ -156,12 +156,7 @@ def test_download_stage_on_bad_data_fails_cleanly(tmp_path, defect):
 
 
 def test_download_stage_writes_the_canonical_dataset(tmp_path, cifar_npz):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    doc["data"].update(source=str(cifar_npz), train_subset=1000, test_subset=500)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
-    proc = subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    proc = _run_download(tmp_path, cifar_npz, train_subset=1000, test_subset=500)
     assert proc.returncode == 0, proc.stderr
     train, test = data.load_dataset(tmp_path / "data/cifar10")
     assert (len(train), len(test)) == (1000, 500)
