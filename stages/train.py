@@ -45,6 +45,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     opt = recipe.optimizer(net, max_lr / train_p.div_factor, train_p.weight_decay,
                            train_p.decay_bn_and_bias)
     ema = recipe.ema(net, train_p.ema_decay)
+    evaluated = ema.module if ema is not None else net  # the EMA weights when ema_decay > 0
     sched = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
                                train_p.peak_epoch, train_p.div_factor)
     fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
@@ -67,14 +68,13 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     result = engine.fit(
         trained, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
         train_p.epochs, start_epoch=start, result=result, ema=ema, show=main_rank,
-        eval_model=ema.module if ema is not None else net,  # not the DDP wrapper
+        eval_model=evaluated,  # not the DDP wrapper
         on_epoch_end=lambda epoch, res: main_rank and checkpoint.save(
             CHECKPOINT, epoch=epoch, fp=fp, result=res, **state))
     if not main_rank:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
-    evaluated = ema.module if ema is not None else net  # the EMA weights when ema_decay > 0
     artifacts.save_torch(MODEL_FILE, {
         "state_dict": {k: v.cpu() for k, v in evaluated.state_dict().items()},
         "model_params": dataclasses.asdict(model_p),
