@@ -149,23 +149,34 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
 
 
 @torch.no_grad()
+def predict_views(model, loader, device, mirror: bool = False, desc: str | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One pass over ``loader``: ``(logits, mirrored_logits, labels)`` on the CPU, in loader
+    order. Logits are (N, C) float32 of the images as given; ``mirrored_logits`` are those of
+    their horizontal mirrors when ``mirror`` is set, else None; labels are (N,) int64.
+
+    ``desc`` shows a progress bar with that label.
+    """
+    model.eval()
+    plain, mirrored, labels = [], [], []
+    for x, y in tqdm(loader, desc=desc, disable=desc is None, unit="batch", leave=False):
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            plain.append(model(x).float().cpu())
+            if mirror:
+                mirrored.append(model(torch.flip(x, dims=[3])).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(plain), torch.cat(mirrored) if mirror else None, torch.cat(labels)
+
+
 def predict(model, loader, device, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (N, C) float32 and labels (N,) int64 on the CPU, in loader order.
 
     With ``tta`` the logits are the mean of the image's and its horizontal mirror's logits
     (flip test-time augmentation, as in Page 2018).
     """
-    model.eval()
-    outs, labels = [], []
-    for x, y in loader:
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            logits = model(x).float()
-            if tta:
-                logits = (logits + model(torch.flip(x, dims=[3])).float()) / 2
-        outs.append(logits.cpu())
-        labels.append(y.cpu())
-    return torch.cat(outs), torch.cat(labels)
+    logits, mirrored, labels = predict_views(model, loader, device, mirror=tta)
+    return ((logits + mirrored) / 2 if tta else logits), labels
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

@@ -34,6 +34,20 @@ def test_tta_averages_the_logits_of_the_image_and_its_mirror():
     assert torch.equal(labels, torch.cat([b[1] for b in loader]))
 
 
+def test_predict_views_gives_plain_and_mirrored_logits_in_one_pass():
+    net, loader = _net().eval(), _loader()
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    plain, mirrored, labels = engine.predict_views(net, loader, CPU, mirror=True)
+    assert len(calls) == 2 * len(loader)  # each batch: the images and their mirrors, once
+    x = torch.cat([b[0] for b in loader])
+    with torch.no_grad():
+        assert torch.allclose(plain, net(x), atol=1e-5)
+        assert torch.allclose(mirrored, net(torch.flip(x, dims=[3])), atol=1e-5)
+    assert torch.equal(labels, torch.cat([b[1] for b in loader]))
+    assert engine.predict_views(net, loader, CPU)[1] is None
+
+
 def test_score_is_cross_entropy_and_top1():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
     labels = torch.tensor([0, 0, 0])
