@@ -72,12 +72,13 @@ def ours(split: data.Split, args, device: torch.device, batches) -> float:
                                peak_epoch=0.3, div_factor=10.0)
     loss_fn = nn.CrossEntropyLoss()
     it = iter(batches)
+    every = engine.loss_sync_every(device)  # as the train stage does
     engine.train_one_epoch(model, itertools.islice(it, args.warmup), opt, sched, loss_fn,
-                           device, 0)
+                           device, 0, sync_every=every)
     sync(device)
     t0 = time.perf_counter()
     engine.train_one_epoch(model, itertools.islice(it, args.steps), opt, sched, loss_fn,
-                           device, 0)  # returns float(loss): synchronizes
+                           device, 0, sync_every=every)  # returns float(loss): synchronizes
     sync(device)
     return time.perf_counter() - t0
 

@@ -22,6 +22,16 @@ from resnet9 import PipelineError, distributed
 from resnet9.params import ParamsError
 
 
+GPU_SYNC_EVERY = 20  # training steps between reads of the loss back from a GPU
+
+
+def loss_sync_every(device: torch.device) -> int:
+    """Training steps between reads of the loss back to the host: every step on the CPU,
+    where it is free; :data:`GPU_SYNC_EVERY` on an accelerator, where each read makes the host
+    wait for the device instead of queueing the next steps."""
+    return 1 if device.type == "cpu" else GPU_SYNC_EVERY
+
+
 class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite."""
 
@@ -106,34 +116,47 @@ class EpochStats:
 
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoch: int,
                     on_step: Callable[[float], None] | None = None,
-                    lrs: list[float] | None = None, ema=None) -> tuple[float, float]:
+                    lrs: list[float] | None = None, ema=None,
+                    sync_every: int = 1) -> tuple[float, float]:
     """One pass over ``loader``: forward, loss, backward, Adam step, scheduler step per batch,
     and an update of ``ema`` (a ``torch.optim.swa_utils.AveragedModel``) when given.
+
+    The step losses are read back to the host (one device sync) every ``sync_every`` steps
+    and after the last step; that is when ``on_step(loss)`` runs for each of those steps and
+    when a non-finite loss is caught. On a GPU a value above 1 lets the host queue work ahead.
 
     Returns ``(mean loss per image, top-1 accuracy as a fraction)``. Appends each step's LR to
     ``lrs`` if given.
 
     Raises:
-        TrainingDiverged: the loss is NaN or inf, naming ``epoch`` and the step.
+        TrainingDiverged: a loss is NaN or inf, naming ``epoch``, the step and its LR.
     """
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    pending: list[tuple[int, float, torch.Tensor]] = []  # (step, lr, loss) not yet read back
+
+    def read_back() -> None:
+        values = torch.stack([loss for _, _, loss in pending]).tolist()  # the one sync
+        for (step, lr, _), value in zip(pending, values):
+            if not np.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss is {value} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
+                    "lower train.max_lr (or pick it with the LR range test: max_lr: auto)")
+            if on_step:
+                on_step(value)
+        pending.clear()
+
     for step, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         with autocast(device):
             logits = model(x)
             loss = criterion(logits, y)
-        if not torch.isfinite(loss):
-            lr = optimizer.param_groups[0]["lr"]
-            raise TrainingDiverged(
-                f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
-                "lower train.max_lr (or pick it with the LR range test: max_lr: auto)"
-            )
+        lr = optimizer.param_groups[0]["lr"]
         if lrs is not None:
-            lrs.append(optimizer.param_groups[0]["lr"])
+            lrs.append(lr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -143,8 +166,11 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if on_step:
-            on_step(float(loss.detach()))
+        pending.append((step, lr, loss.detach().float()))
+        if len(pending) >= sync_every:
+            read_back()
+    if pending:
+        read_back()
     return float(total_loss) / seen, int(correct) / seen
 
 
@@ -218,7 +244,7 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
                 model, train_loader, optimizer, scheduler, criterion, device, epoch,
                 on_step=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}",
                                                                      refresh=False)),
-                lrs=result.lrs, ema=ema,
+                lrs=result.lrs, ema=ema, sync_every=loss_sync_every(device),
             )
             train_loss, train_acc = distributed.mean([train_loss, train_acc], device)
             evaluated = (eval_model if eval_model is not None

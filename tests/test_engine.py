@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -82,6 +83,39 @@ def test_nan_loss_stops_with_epoch_step_and_hint():
     with pytest.raises(engine.TrainingDiverged, match=r"loss is nan at epoch 2, step 2 .*lower "
                                                      r"train.max_lr"):
         engine.fit(net, loader, loader, opt, sched, poisoned, CPU, 2)
+
+
+def test_nan_loss_is_found_at_its_step_when_losses_are_read_back_in_groups():
+    net, loader = _net(), _loader()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    sched = one_cycle(opt, 1e-3, 2, len(loader), 1, 10)
+    calls, seen = {"n": 0}, []
+
+    def poisoned(logits, y):
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss * float("inf") if calls["n"] == 3 else loss
+
+    with pytest.raises(engine.TrainingDiverged, match=r"loss is inf at epoch 1, step 3 "):
+        engine.train_one_epoch(net, loader, opt, sched, poisoned, CPU, 0,
+                               on_step=seen.append, sync_every=len(loader))
+    assert calls["n"] == len(loader)  # the group ran to its end before the read-back
+    assert len(seen) == 2 and all(np.isfinite(seen))  # the steps before the bad one
+
+
+def test_losses_read_back_in_groups_reach_on_step_in_order():
+    def run(sync_every):
+        net, loader = _net(), _loader()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        sched = one_cycle(opt, 1e-3, 2, len(loader), 1, 10)
+        seen = []
+        out = engine.train_one_epoch(net, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 0,
+                                     on_step=seen.append, sync_every=sync_every)
+        return seen, out
+
+    each, out_each = run(1)
+    grouped, out_grouped = run(3)
+    assert len(each) == len(_loader()) and grouped == each and out_grouped == out_each
 
 
 def test_unavailable_device_is_a_params_error():
