@@ -44,14 +44,29 @@ def optimizer(model: nn.Module, lr: float, weight_decay: float,
 def ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of ``model``'s weights and BN buffers, or None if decay is 0.
 
-    torch's ``AveragedModel`` with ``get_ema_multi_avg_fn``: after each step
-    ``ema = decay * ema + (1 - decay) * weights``.
+    torch's ``AveragedModel``; after the n-th update ``ema = d * ema + (1 - d) * weights`` with
+    ``d = min(decay, (1 + n) / (10 + n))``, the ``num_updates`` warm-up of TensorFlow's
+    ``tf.train.ExponentialMovingAverage``. The warm-up keeps a short run from being dominated by
+    the initial weights; at decay 0.99 it ends after 890 updates (9 epochs of the spec run), and
+    the weights it shaped count less than 1e-6 at the end of a 24-epoch run.
     """
     if decay == 0:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    @torch.no_grad()
+    def warmed_up_ema(averaged: list[torch.Tensor], current: list[torch.Tensor],
+                      num_averaged: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):  # BN's num_batches_tracked: a count
+            torch._foreach_copy_(averaged, current)
+            return
+        # A tensor, not a Python float: no read-back from the device at each step.
+        d = torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay)
+        weight = (1 - d).to(averaged[0].dtype)
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
+
+    return AveragedModel(model, multi_avg_fn=warmed_up_ema, use_buffers=True)
 
 
 def criterion(train_params: TrainParams) -> nn.CrossEntropyLoss:

@@ -140,6 +140,21 @@ def test_seeded_training_is_deterministic_on_cpu():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ema_decay_warms_up_then_holds():
+    from resnet9.recipe import ema as make_ema
+    net = nn.Linear(1, 1, bias=False)
+    ema = make_ema(net, 0.5)
+    expected = None
+    for n in range(12):  # update n (0-based) copies when n == 0, else d = min(0.5, (1+n)/(10+n))
+        with torch.no_grad():
+            net.weight.fill_(float(n + 1))
+        ema.update_parameters(net)
+        d = min(0.5, (1 + n) / (10 + n))
+        expected = float(n + 1) if n == 0 else d * expected + (1 - d) * (n + 1)
+        assert ema.module.weight.item() == pytest.approx(expected)
+    assert expected != 12.0  # from update 8 on the decay is 0.5: it lags the weights
+
+
 def test_ema_weights_differ_from_the_raw_weights_and_are_the_ones_evaluated():
     from resnet9.recipe import ema as make_ema
 

@@ -30,7 +30,7 @@ def _workdir(tmp_path: Path, name: str, **train) -> Path:
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     doc["model"]["width_multiplier"] = 0.125
     doc["train"].update({"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
-                         "device": "cpu", "num_workers": 0, **train})
+                         "device": "cpu", "num_workers": 0, "ema_decay": 0.0, **train})
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
     return work
 
