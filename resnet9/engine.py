@@ -195,14 +195,16 @@ def predict_views(model, loader, device, mirror: bool = False, desc: str | None 
     return torch.cat(plain), torch.cat(mirrored) if mirror else None, torch.cat(labels)
 
 
-def predict(model, loader, device, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) float32 and labels (N,) int64 on the CPU, in loader order.
+def predict(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and labels (N,) int64 on the CPU, in loader order."""
+    logits, _, labels = predict_views(model, loader, device)
+    return logits, labels
 
-    With ``tta`` the logits are the mean of the image's and its horizontal mirror's logits
-    (flip test-time augmentation, as in Page 2018).
-    """
-    logits, mirrored, labels = predict_views(model, loader, device, mirror=tta)
-    return ((logits + mirrored) / 2 if tta else logits), labels
+
+def flip_tta(logits: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation (Page 2018): the mean of the (N, C) logits of the images and
+    of their horizontal mirrors, as :func:`predict_views` returns them."""
+    return (logits + mirrored) / 2
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:

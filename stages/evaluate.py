@@ -14,7 +14,7 @@ def main() -> None:
     net, saved = recipe.load_trained(MODEL_FILE, device)
     _, test = data.load_dataset(DATASET_DIR)
     loader = recipe.test_loader(test, 1024, device)
-    # One pass gives both the plain and the mirrored logits (flip TTA averages the two).
+    # One pass gives both the plain and the mirrored logits, for flip TTA.
     logits, mirrored, labels = engine.predict_views(net, loader, device, mirror=eval_p.tta,
                                                     desc="evaluate")
     loss, accuracy = engine.score(logits, labels)
@@ -27,7 +27,7 @@ def main() -> None:
     metrics = {"accuracy": accuracy, "loss": loss, "per_class": per_class.to_dict(),
                "test_images": len(labels)}
     if eval_p.tta:
-        metrics["tta_accuracy"] = engine.score((logits + mirrored) / 2, labels)[1]
+        metrics["tta_accuracy"] = engine.score(engine.flip_tta(logits, mirrored), labels)[1]
     artifacts.write_json("metrics/evaluate.json", metrics)
     artifacts.write_csv("plots/confusion.csv", frame)
     artifacts.write_csv("plots/per_class.csv", pd.DataFrame(

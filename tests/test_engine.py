@@ -25,8 +25,8 @@ def _net():
 
 def test_tta_averages_the_logits_of_the_image_and_its_mirror():
     net, loader = _net().eval(), _loader()
-    plain, labels = engine.predict(net, loader, CPU)
-    tta, _ = engine.predict(net, loader, CPU, tta=True)
+    plain, mirrored_views, labels = engine.predict_views(net, loader, CPU, mirror=True)
+    tta = engine.flip_tta(plain, mirrored_views)
     x = torch.cat([b[0] for b in loader])
     with torch.no_grad():
         mirrored = net(torch.flip(x, dims=[3]))
