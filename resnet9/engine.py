@@ -235,6 +235,7 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
     result)`` runs after each epoch (checkpointing). Raises :class:`TrainingDiverged`.
     """
     result = result or FitResult()
+    evaluated = eval_model if eval_model is not None else ema.module if ema is not None else model
     steps = len(train_loader)
     bar = tqdm(total=epochs * steps, initial=start_epoch * steps, unit="step",
                desc="train", dynamic_ncols=True, mininterval=1.0, disable=not show)
@@ -249,8 +250,6 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
                 lrs=result.lrs, ema=ema, sync_every=loss_sync_every(device),
             )
             train_loss, train_acc = distributed.mean([train_loss, train_acc], device)
-            evaluated = (eval_model if eval_model is not None
-                         else ema.module if ema is not None else model)
             test_loss, test_acc = score(*predict(evaluated, test_loader, device))
             result.history.append(EpochStats(
                 epoch + 1, train_loss, train_acc, test_loss, test_acc,

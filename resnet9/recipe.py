@@ -58,7 +58,8 @@ def ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel |
     def warmed_up_ema(averaged: list[torch.Tensor], current: list[torch.Tensor],
                       num_averaged: torch.Tensor) -> None:
         if not torch.is_floating_point(averaged[0]):  # BN's num_batches_tracked: a count
-            torch._foreach_copy_(averaged, current)
+            for a, c in zip(averaged, current):
+                a.copy_(c)
             return
         # A tensor, not a Python float: no read-back from the device at each step.
         d = torch.clamp((1.0 + num_averaged) / (10.0 + num_averaged), max=decay)
