@@ -1,7 +1,8 @@
 """Training throughput of ResNet-9 on CIFAR-10: images/s and achieved FLOP/s. Not a test.
 
   (a) compute: forward + backward + Adam step on one batch already on the device (the ceiling),
-      through resnet9.engine.train_one_epoch: channels_last, bf16 autocast on CUDA;
+      through resnet9.engine.train_one_epoch: channels_last, the --precision autocast (auto:
+      bf16 on CUDA capability >= 8.0, fp16 with GradScaler below, fp32 on CPU);
   (b) ours, end to end: the same train_one_epoch over the recipe's loader (albumentations
       DataLoader, resnet9.recipe.train_loader) on CPU, resnet9.batch_augment.DeviceLoader on CUDA;
   (c) baseline "the usual way": albumentations Compose per image in a DataLoader with
@@ -31,7 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from resnet9 import augment, batch_augment, data, engine, params, recipe, schedule  # noqa: E402
+from resnet9 import augment, batch_augment, data, engine, params, precision, recipe, schedule  # noqa: E402
 from resnet9.model import ResNet9, ResNet9Config  # noqa: E402
 from resnet9.params import ModelParams  # noqa: E402
 
@@ -73,12 +74,13 @@ def ours(split: data.Split, args, device: torch.device, batches) -> float:
     loss_fn = nn.CrossEntropyLoss()
     it = iter(batches)
     every = engine.loss_sync_every(device)  # as the train stage does
+    amp = precision.resolve(args.precision, device)
     engine.train_one_epoch(model, itertools.islice(it, args.warmup), opt, sched, loss_fn,
-                           device, 0, sync_every=every)
+                           device, 0, sync_every=every, precision=amp)
     sync(device)
     t0 = time.perf_counter()
     engine.train_one_epoch(model, itertools.islice(it, args.steps), opt, sched, loss_fn,
-                           device, 0, sync_every=every)  # returns float(loss): synchronizes
+                           device, 0, sync_every=every, precision=amp)  # reads loss: syncs
     sync(device)
     return time.perf_counter() - t0
 
@@ -130,6 +132,8 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--precision", choices=precision.SETTINGS, default="auto",
+                    help="as train.precision (auto: bf16 or fp16 on CUDA by capability, fp32 on CPU)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None,
@@ -148,8 +152,10 @@ def main() -> None:
 
     flops = 3 * forward_flops(args.width)  # per image, one training step
     info = machine(device)
+    amp = precision.resolve(args.precision, device).name
     print(f"ResNet-9 width {args.width}, batch {args.batch_size}, {args.steps} timed steps "
-          f"after {args.warmup} warm-up, {args.device}; {flops / 3 / 2 / 1e6:.1f} M MACs/img fwd")
+          f"after {args.warmup} warm-up, {args.device}, {amp} (a, b); "
+          f"{flops / 3 / 2 / 1e6:.1f} M MACs/img fwd")
     print(" | ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     runs = {"a_compute": compute_only, "b_ours_end_to_end": end_to_end,
             "c_baseline_usual": baseline}
@@ -170,7 +176,8 @@ def main() -> None:
 
     out = Path(args.out or ROOT / f"benchmarks/results/speed-{args.device}.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
-    common = {"device": args.device, "width": args.width, "batch_size": args.batch_size,
+    common = {"device": args.device, "precision": amp, "width": args.width,
+              "batch_size": args.batch_size,
               "steps": args.steps, "warmup": args.warmup, "train_flop_per_image": flops, **info}
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[*rows[0], *common])

@@ -11,7 +11,14 @@ Modules, each small and with one job (see ``../shared/DESIGN.md``):
 - :mod:`resnet9.engine`    device choice, training and evaluation loops
 - :mod:`resnet9.figures`   matplotlib figures
 - :mod:`resnet9.artifacts` atomic writes and reads of every output file
+- :mod:`resnet9.precision` bf16 / fp16 / fp32 autocast by device (``train.precision``)
 """
+
+import os
+
+# albumentations asks PyPI for a newer release when imported: a network call in every stage,
+# and a warning on an offline machine. requirements.txt pins the version, so it only costs time.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 class PipelineError(Exception):

@@ -1,6 +1,6 @@
 """Per-epoch training checkpoints, so an interrupted run resumes instead of starting over.
 
-A checkpoint holds the model, Adam and OneCycleLR states, every RNG the run draws from (torch,
+A checkpoint holds the model, Adam, OneCycleLR and GradScaler states, every RNG the run draws from (torch,
 NumPy, Python, the loader's shuffling generator, albumentations' generators), the history so
 far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
 A checkpoint whose fingerprint differs from the current run's is ignored, so a changed param
@@ -40,7 +40,8 @@ def _restore_transform(transform, states: list) -> None:
 
 
 def save(path: Path | str, *, epoch: int, fp: str, model, optimizer, scheduler,
-         generator: torch.Generator, transform, result: FitResult, ema=None) -> None:
+         generator: torch.Generator, transform, result: FitResult, ema=None,
+         scaler: torch.amp.GradScaler | None = None) -> None:
     """Atomically write the state after ``epoch`` (0-based) completed epochs' worth of work."""
     artifacts.save_torch(path, {
         "fingerprint": fp,
@@ -54,11 +55,13 @@ def save(path: Path | str, *, epoch: int, fp: str, model, optimizer, scheduler,
         "history": [vars(h) for h in result.history],
         "lrs": result.lrs,
         "ema": ema.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,  # {} when disabled
     })
 
 
 def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
-           generator: torch.Generator, transform, ema=None) -> tuple[int, FitResult | None, str]:
+           generator: torch.Generator, transform, ema=None,
+           scaler: torch.amp.GradScaler | None = None) -> tuple[int, FitResult | None, str]:
     """Restore the run from ``path`` if it matches ``fp``.
 
     Returns ``(epochs already done, FitResult so far or None, a sentence saying what happened)``.
@@ -78,6 +81,8 @@ def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
     scheduler.load_state_dict(state["scheduler"])
     if ema is not None:
         ema.load_state_dict(state["ema"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])

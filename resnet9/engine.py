@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from resnet9 import PipelineError, distributed
 from resnet9.params import ParamsError
+from resnet9.precision import Precision
 
 
 GPU_SYNC_EVERY = 20  # training steps between reads of the loss back from a GPU
@@ -96,11 +97,6 @@ def make_loader(dataset, batch_size: int, *, shuffle: bool, num_workers: int,
     )
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op context elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 @dataclass
 class EpochStats:
     """Per-epoch figures: losses are means per image, accuracies fractions in [0, 1]."""
@@ -117,9 +113,13 @@ class EpochStats:
 def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoch: int,
                     on_step: Callable[[float], None] | None = None,
                     lrs: list[float] | None = None, ema=None,
-                    sync_every: int = 1) -> tuple[float, float]:
+                    sync_every: int = 1, precision: Precision | None = None
+                    ) -> tuple[float, float]:
     """One pass over ``loader``: forward, loss, backward, Adam step, scheduler step per batch,
     and an update of ``ema`` (a ``torch.optim.swa_utils.AveragedModel``) when given.
+
+    The forward pass runs under ``precision`` (fp32 when None); the backward and the step go
+    through its GradScaler, which scales the loss for fp16 and passes through otherwise.
 
     The step losses are read back to the host (one device sync) every ``sync_every`` steps
     and after the last step; that is when ``on_step(loss)`` runs for each of those steps and
@@ -131,6 +131,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
     Raises:
         TrainingDiverged: a loss is NaN or inf, naming ``epoch``, the step and its LR.
     """
+    precision = precision or Precision("fp32", device.type)
+    scaler = precision.scaler
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -151,15 +153,16 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
     for step, (x, y) in enumerate(loader):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
-        with autocast(device):
+        with precision.autocast():
             logits = model(x)
             loss = criterion(logits, y)
         lr = optimizer.param_groups[0]["lr"]
         if lrs is not None:
             lrs.append(lr)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+        scaler.update()
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
@@ -175,19 +178,22 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
 
 
 @torch.no_grad()
-def predict_views(model, loader, device, mirror: bool = False, desc: str | None = None
+def predict_views(model, loader, device, mirror: bool = False, desc: str | None = None,
+                  precision: Precision | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One pass over ``loader``: ``(logits, mirrored_logits, labels)`` on the CPU, in loader
     order. Logits are (N, C) float32 of the images as given; ``mirrored_logits`` are those of
     their horizontal mirrors when ``mirror`` is set, else None; labels are (N,) int64.
 
-    ``desc`` shows a progress bar with that label.
+    The forward pass runs under ``precision`` (fp32 when None). ``desc`` shows a progress bar
+    with that label.
     """
+    precision = precision or Precision("fp32", device.type)
     model.eval()
     plain, mirrored, labels = [], [], []
     for x, y in tqdm(loader, desc=desc, disable=desc is None, unit="batch", leave=False):
         x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device):
+        with precision.autocast():
             plain.append(model(x).float().cpu())
             if mirror:
                 mirrored.append(model(torch.flip(x, dims=[3])).float().cpu())
@@ -195,9 +201,11 @@ def predict_views(model, loader, device, mirror: bool = False, desc: str | None 
     return torch.cat(plain), torch.cat(mirrored) if mirror else None, torch.cat(labels)
 
 
-def predict(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C) float32 and labels (N,) int64 on the CPU, in loader order."""
-    logits, _, labels = predict_views(model, loader, device)
+def predict(model, loader, device, precision: Precision | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C) float32 and labels (N,) int64 on the CPU, in loader order; the forward
+    pass under ``precision`` (fp32 when None)."""
+    logits, _, labels = predict_views(model, loader, device, precision=precision)
     return logits, labels
 
 
@@ -224,10 +232,11 @@ class FitResult:
 def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, device, epochs: int,
         start_epoch: int = 0, result: FitResult | None = None,
         on_epoch_end: Callable[[int, FitResult], None] | None = None, ema=None,
-        eval_model=None, show: bool = True) -> FitResult:
+        eval_model=None, show: bool = True, precision: Precision | None = None) -> FitResult:
     """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch:
     ``eval_model`` if given, else the EMA weights when ``ema`` is given, else ``model``.
 
+    Training and evaluation run under ``precision`` (fp32 when None).
     Under torch.distributed the training loss and accuracy are averaged over ranks; ``show``
     turns the progress bar and epoch lines on (rank 0).
 
@@ -247,10 +256,10 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
                 model, train_loader, optimizer, scheduler, criterion, device, epoch,
                 on_step=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}",
                                                                      refresh=False)),
-                lrs=result.lrs, ema=ema, sync_every=loss_sync_every(device),
+                lrs=result.lrs, ema=ema, sync_every=loss_sync_every(device), precision=precision,
             )
             train_loss, train_acc = distributed.mean([train_loss, train_acc], device)
-            test_loss, test_acc = score(*predict(evaluated, test_loader, device))
+            test_loss, test_acc = score(*predict(evaluated, test_loader, device, precision))
             result.history.append(EpochStats(
                 epoch + 1, train_loss, train_acc, test_loss, test_acc,
                 result.lrs[-1], time.perf_counter() - t0))

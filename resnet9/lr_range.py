@@ -25,6 +25,7 @@ from torch_lr_finder import LRFinder
 from torch_lr_finder.lr_finder import TrainDataLoaderIter
 
 from resnet9 import PipelineError
+from resnet9.precision import Precision
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,22 @@ class LrPick:
 
 def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, loader,
                device: torch.device, start_lr: float, end_lr: float, num_iter: int,
-               step_mode: str) -> tuple[np.ndarray, np.ndarray]:
+               step_mode: str, precision: Precision | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Run torch-lr-finder's range test; return ``(lrs, smoothed losses)`` as float64 arrays.
 
-    ``loader`` is a DataLoader or any re-iterable of ``(x, y)`` batches. The model and optimizer
-    are restored to their initial state afterwards.
+    ``loader`` is a DataLoader or any re-iterable of ``(x, y)`` batches. The forward pass runs
+    under ``precision`` as training does (torch-lr-finder's ``torch.amp`` backend, with the
+    precision's GradScaler); fp32 when None. The model and optimizer are restored to their
+    initial state afterwards.
     """
     if not isinstance(loader, torch.utils.data.DataLoader):  # e.g. a DeviceLoader
         loader = TrainDataLoaderIter(loader)
-    finder = LRFinder(model, optimizer, criterion, device=device)
+    amp = {}
+    if precision is not None and precision.name != "fp32":
+        amp = dict(amp_backend="torch", grad_scaler=precision.scaler,
+                   amp_config={"device_type": precision.device_type, "dtype": precision.dtype})
+    finder = LRFinder(model, optimizer, criterion, device=device, **amp)
     finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
                       step_mode=step_mode)
     finder.reset()

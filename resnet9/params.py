@@ -153,6 +153,8 @@ class TrainParams:
     label_smoothing: float = _key(number(0, 1, hi_open=True), 0.0)
     seed: int = _key(integer(0), 0)
     device: str = _key(choice("auto", "cpu", "cuda", "mps"), "auto")
+    # auto: bf16 autocast on CUDA capability >= 8.0, fp16 + GradScaler on older GPUs, else fp32
+    precision: str = _key(choice("auto", "bf16", "fp16", "fp32"), "auto")
     num_workers: int | str = _key(integer(0, 64, auto=True), "auto")
     pad_mode: str = _key(choice("reflect", "zero"), "reflect")  # padding before the crop
     # albumentations in a DataLoader, or the same augmentation as batched tensor ops on the

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from resnet9 import artifacts, augment, cli, data, engine, explain, figures, params, recipe
+from resnet9 import (artifacts, augment, cli, data, engine, explain, figures, params, precision,
+                     recipe)
 from resnet9.data import DATASET_DIR
 from resnet9.recipe import MODEL_FILE
 
@@ -12,8 +13,9 @@ PER_CLASS = 5  # sample images per class in the augmentation grids
 
 
 def main() -> None:
-    p = params.load("analyze")
-    device = engine.select_device("auto")
+    p, train_p = params.load("analyze", "train")
+    device = engine.select_device(train_p.device)
+    amp = precision.resolve(train_p.precision, device)
     net, saved = recipe.load_trained(MODEL_FILE, device)
     train, test = data.load_dataset(DATASET_DIR)
     classes = saved["classes"]
@@ -51,7 +53,8 @@ def main() -> None:
         images = next(iter(loader))[0].to(device).contiguous(memory_format=torch.channels_last)
         targets = torch.tensor([classes.index(c) for c in confusion.predicted.iloc[wrong]],
                                device=device)
-        cams = explain.gradcam(net, getattr(net, p.gradcam_layer), images, targets)
+        with amp.autocast():
+            cams = explain.gradcam(net, getattr(net, p.gradcam_layer), images, targets)
         save("gradcam.png", figures.image_grid(
             test.x[wrong], labels, 5, f"Grad-CAM at {p.gradcam_layer} for the predicted class",
             overlays=cams.numpy()))

@@ -3,20 +3,21 @@ plots/confusion.csv, plots/per_class.csv."""
 
 import pandas as pd
 
-from resnet9 import artifacts, cli, data, engine, params, recipe
+from resnet9 import artifacts, cli, data, engine, params, precision, recipe
 from resnet9.data import DATASET_DIR
 from resnet9.recipe import MODEL_FILE
 
 
 def main() -> None:
-    eval_p = params.load("evaluate")
-    device = engine.select_device("auto")
+    eval_p, train_p = params.load("evaluate", "train")
+    device = engine.select_device(train_p.device)
+    amp = precision.resolve(train_p.precision, device)
     net, saved = recipe.load_trained(MODEL_FILE, device)
     _, test = data.load_dataset(DATASET_DIR)
     loader = recipe.test_loader(test, 1024, device)
     # One pass gives both the plain and the mirrored logits, for flip TTA.
     logits, mirrored, labels = engine.predict_views(net, loader, device, mirror=eval_p.tta,
-                                                    desc="evaluate")
+                                                    desc="evaluate", precision=amp)
     loss, accuracy = engine.score(logits, labels)
     predicted = logits.argmax(1).numpy()
     classes = saved["classes"]

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from resnet9 import artifacts, cli, data, engine, figures, lr_range, params, recipe
+from resnet9 import artifacts, cli, data, engine, figures, lr_range, params, precision, recipe
 from resnet9.data import DATASET_DIR
 from resnet9.recipe import LR_FIND_METRICS
 
@@ -10,6 +10,7 @@ from resnet9.recipe import LR_FIND_METRICS
 def main() -> None:
     model_p, find_p, train_p = params.load("model", "lr_find", "train")
     device = engine.select_device(train_p.device)
+    amp = precision.resolve(train_p.precision, device)
     train, _ = data.load_dataset(DATASET_DIR)
     generator = engine.seed_everything(train_p.seed)
     loader = recipe.train_loader(train, train_p, device, generator)
@@ -17,10 +18,10 @@ def main() -> None:
     opt = recipe.optimizer(net, find_p.start_lr, train_p.weight_decay,
                            train_p.decay_bn_and_bias)
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
-          f"({find_p.step_mode}), batch {train_p.batch_size}, on {device}")
+          f"({find_p.step_mode}), batch {train_p.batch_size}, on {device}, {amp.name}")
     lrs, losses = lr_range.range_test(net, opt, recipe.criterion(train_p), loader, device,
                                       find_p.start_lr, find_p.end_lr, find_p.num_iter,
-                                      find_p.step_mode)
+                                      find_p.step_mode, amp)
     pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
 
     artifacts.write_csv("plots/lr_find.csv", pd.DataFrame({"lr": lrs, "loss": losses}))

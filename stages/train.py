@@ -9,7 +9,8 @@ import time
 import pandas as pd
 import torch
 
-from resnet9 import artifacts, checkpoint, cli, data, distributed, engine, params, recipe, schedule
+from resnet9 import (artifacts, checkpoint, cli, data, distributed, engine, params, precision,
+                     recipe, schedule)
 from resnet9.data import DATASET_DIR, META_FILE
 from resnet9.recipe import MODEL_FILE
 
@@ -46,6 +47,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
                            train_p.decay_bn_and_bias)
     ema = recipe.ema(net, train_p.ema_decay)
     evaluated = ema.module if ema is not None else net  # the EMA weights when ema_decay > 0
+    amp = precision.resolve(train_p.precision, device)
     sched = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
                                train_p.peak_epoch, train_p.div_factor)
     fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
@@ -54,6 +56,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(trained)
     state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator, ema=ema,
+                 scaler=amp.scaler,
                  transform=getattr(getattr(train_loader, "dataset", None), "transform", None))
     if world == 1:
         start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
@@ -63,12 +66,12 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     log(f"train: {how}")
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
         f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
-        f"width {model_p.width_multiplier}, on {device} x {world}")
+        f"width {model_p.width_multiplier}, on {device} x {world}, {amp.name}")
     t0 = time.perf_counter()
     result = engine.fit(
         trained, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
         train_p.epochs, start_epoch=start, result=result, ema=ema, show=main_rank,
-        eval_model=evaluated,  # not the DDP wrapper
+        eval_model=evaluated, precision=amp,  # eval_model: not the DDP wrapper
         on_epoch_end=lambda epoch, res: main_rank and checkpoint.save(
             CHECKPOINT, epoch=epoch, fp=fp, result=res, **state))
     if not main_rank:

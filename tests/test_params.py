@@ -20,6 +20,7 @@ BAD = {
               "peak_epoch": ["five", -1], "div_factor": ["x", 0.5], "weight_decay": ["x", -1e-4],
               "decay_bn_and_bias": ["no", 0], "ema_decay": ["x", 1.0],
               "label_smoothing": ["x", 1.0], "seed": [0.5, -3], "device": [0, "tpu"],
+              "precision": ["half", 16],
               "num_workers": ["many", -1], "pad_mode": [0, "edge"],
               "augment_backend": [None, "dali"], "compile": ["yes", 1],
               "nproc_per_node": ["two", 0]},

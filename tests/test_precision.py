@@ -1,0 +1,130 @@
+"""train.precision: the choice per device, and the GradScaler step path on the CPU."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from resnet9 import engine, lr_range, precision
+from resnet9.model import ResNet9, ResNet9Config
+from resnet9.params import ParamsError, parse, defaults
+from resnet9.precision import Precision
+from resnet9.schedule import one_cycle
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("setting, device_type, capability, expected", [
+    ("auto", "cuda", (9, 0), "bf16"),   # H100, H200
+    ("auto", "cuda", (8, 0), "bf16"),   # A100
+    ("auto", "cuda", (8, 6), "bf16"),   # RTX 30xx
+    ("auto", "cuda", (8, 9), "bf16"),   # RTX 40xx, L4
+    ("auto", "cuda", (7, 5), "fp16"),   # T4 (Colab), RTX 20xx
+    ("auto", "cuda", (7, 0), "fp16"),   # V100
+    ("auto", "cuda", (6, 0), "fp16"),   # P100
+    ("auto", "cpu", None, "fp32"),
+    ("auto", "mps", None, "fp32"),
+    ("fp16", "cuda", (9, 0), "fp16"),   # an explicit choice wins over the capability
+    ("fp32", "cuda", (9, 0), "fp32"),
+    ("bf16", "cpu", None, "bf16"),
+])
+def test_choice_per_device_and_capability(setting, device_type, capability, expected):
+    assert precision.choose(setting, device_type, capability) == expected
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="'fp8'"):
+        precision.choose("fp8", "cuda", (9, 0))
+    with pytest.raises(ValueError, match="capability"):
+        precision.choose("auto", "cuda", None)
+    with pytest.raises(ParamsError, match=r"train.precision: 'half' is not allowed"):
+        parse("train", {**defaults("train"), "precision": "half"})
+
+
+def test_resolve_on_this_cpu_is_fp32_with_a_disabled_scaler():
+    amp = precision.resolve("auto", CPU)
+    assert amp.name == "fp32" and not amp.scaler.is_enabled()
+    assert precision.resolve("fp16", CPU).scaler.is_enabled()  # the scaler follows fp16 only
+    assert not precision.resolve("bf16", CPU).scaler.is_enabled()
+
+
+def _train(amp: Precision, steps: int = 6):
+    """A width-0.125 ResNet-9 trained for ``steps`` Adam steps on one repeated batch."""
+    torch.manual_seed(0)
+    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    loader = [(x, y)] * steps
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    sched = one_cycle(opt, 3e-3, 1, steps, 0.3, 10)
+    losses: list[float] = []
+    engine.train_one_epoch(net, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 0,
+                           on_step=losses.append, precision=amp)
+    return net, losses
+
+
+def test_disabled_scaler_trains_exactly_like_plain_fp32():
+    amp = Precision("fp32", "cpu")
+    assert not amp.scaler.is_enabled()
+    net, losses = _train(amp)
+    torch.manual_seed(0)
+    plain = ResNet9(ResNet9Config(width_multiplier=0.125))
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    opt = torch.optim.Adam(plain.parameters(), lr=3e-3)
+    sched = one_cycle(opt, 3e-3, 1, 6, 0.3, 10)
+    plain.train()
+    x = x.contiguous(memory_format=torch.channels_last)  # as train_one_epoch feeds it
+    for _ in range(6):
+        loss = nn.functional.cross_entropy(plain(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 plain.state_dict().values()))
+    assert losses[-1] < losses[0]
+
+
+def test_fp16_with_a_forced_scale_trains_and_stays_finite():
+    amp = Precision("fp16", "cpu", init_scale=2.0**8)  # small enough that no step overflows
+    net, losses = _train(amp)
+    assert amp.scaler.is_enabled()
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    assert amp.scaler.get_scale() == 2.0**8  # no overflow: the scale held (growth is 2000 steps)
+
+
+def test_overflowing_scale_skips_steps_and_backs_off():
+    torch.manual_seed(0)
+    initial = ResNet9(ResNet9Config(width_multiplier=0.125)).state_dict()
+    amp = Precision("fp16", "cpu", init_scale=2.0**40)  # the scaled fp16 gradients overflow
+    net, losses = _train(amp, steps=3)
+    assert amp.scaler.get_scale() < 2.0**40  # halved at each skipped step
+    assert np.isfinite(losses).all()
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    # The first step overflowed, so it was skipped: weights at 2**40 do not move on step 1.
+    weights = {k: v for k, v in net.state_dict().items() if v.is_floating_point()}
+    assert any(not torch.equal(initial[k], v) for k, v in weights.items())  # later steps ran
+
+
+@pytest.mark.parametrize("name", ["fp32", "fp16", "bf16"])
+def test_lr_range_test_runs_at_each_precision(name):
+    torch.manual_seed(0)
+    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-7)
+    lrs, losses = lr_range.range_test(net, opt, nn.CrossEntropyLoss(), loader, CPU,
+                                      1e-6, 1e-1, 8, "exp", Precision(name, "cpu", 2.0**8))
+    assert len(lrs) == 8 and np.isfinite(losses).all()
+
+
+def test_predict_runs_under_the_precision_and_returns_float32():
+    torch.manual_seed(0)
+    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    loader = [(x, y)]
+    fp32, _ = engine.predict(net, loader, CPU)
+    bf16, labels = engine.predict(net, loader, CPU, Precision("bf16", "cpu"))
+    assert bf16.dtype == torch.float32 and torch.equal(labels, y)
+    assert not torch.equal(fp32, bf16)  # really ran in bf16 ...
+    assert torch.allclose(fp32, bf16, atol=0.1, rtol=0.1)  # ... and agrees to bf16's precision
