@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -24,6 +25,12 @@ from resnet9.precision import Precision
 
 
 GPU_SYNC_EVERY = 20  # training steps between reads of the loss back from a GPU
+
+# With fp16 the GradScaler skips the steps whose gradients overflowed (the first few, while it
+# finds its scale) and the One Cycle schedule advances anyway, as it should: torch's warning
+# about scheduler.step() before optimizer.step() is expected there.
+warnings.filterwarnings(
+    "ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
 
 
 def loss_sync_every(device: torch.device) -> int:
