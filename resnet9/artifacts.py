@@ -71,11 +71,13 @@ def write_text(path: Path | str, content: str) -> Path:
 
 
 def save_figure(path: Path | str, fig) -> Path:
-    """Save a matplotlib figure as PNG, atomically, and close it."""
+    """Save a matplotlib figure as PNG at :data:`resnet9.figures.DPI`, atomically, and close it."""
     import matplotlib.pyplot as plt
 
+    from resnet9 import figures
+
     try:
-        return write_with(path, lambda p: fig.savefig(p, format="png", dpi=110,
+        return write_with(path, lambda p: fig.savefig(p, format="png", dpi=figures.DPI,
                                                       bbox_inches="tight"), ".png")
     finally:
         plt.close(fig)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
@@ -29,7 +31,9 @@ def gradcam(model: nn.Module, layer: nn.Module, images: torch.Tensor,
 def summary(model: nn.Module, device: torch.device) -> str:
     """torchinfo's layer-by-layer summary for one (1, 3, 32, 32) input, as text."""
     from torchinfo import summary as torchinfo_summary
+    from torchinfo.enums import Units
 
     stats = torchinfo_summary(model, input_size=(1, 3, 32, 32), device=device, verbose=0,
                               col_names=("output_size", "num_params", "mult_adds"))
-    return str(stats) + "\n"
+    # torchinfo 1.8 formats its unit enum as "(Units.MEGABYTES)" on Python >= 3.11: print "(M)".
+    return re.sub(r"\(Units\.(\w+)\)", lambda m: f"({Units[m.group(1)].value})", str(stats)) + "\n"

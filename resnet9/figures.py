@@ -1,7 +1,11 @@
-"""Matplotlib figures for people: curves, the LR finder, image grids, Grad-CAM overlays.
+"""Matplotlib figures for people: curves, the LR finder, the confusion matrix, per-class
+accuracy, image grids, Grad-CAM overlays.
 
 Every function returns a ``matplotlib.figure.Figure``; :func:`resnet9.artifacts.save_figure`
-writes it. Images come in as (N, H, W, 3) float arrays in [0, 1] or uint8.
+writes it at :data:`DPI`, no wider than :data:`MAX_WIDTH_PX`, so that a figure fits the results
+page of ``dvc plots show`` and ``dvc plots diff``. These PNGs are also the offline view of the
+results: the interactive charts need vega from a CDN. Accuracies are fractions in [0, 1], as
+in the metrics. Images come in as (N, H, W, 3) float arrays in [0, 1] or uint8.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+DPI = 110  # resnet9.artifacts.save_figure writes at this resolution
+MAX_WIDTH_PX = 1400  # wider images are cut off on the `dvc plots show` page
+MAX_WIDTH_IN = MAX_WIDTH_PX / DPI
 
 
 def lr_finder(lrs: np.ndarray, losses: np.ndarray, picked: float, rule: str):
@@ -35,9 +43,9 @@ def training_curves(history: pd.DataFrame):
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
     for split in ("train", "test"):
         ax_loss.plot(history.epoch, history[f"{split}_loss"], marker="o", ms=3, label=split)
-        ax_acc.plot(history.epoch, 100 * history[f"{split}_acc"], marker="o", ms=3, label=split)
+        ax_acc.plot(history.epoch, history[f"{split}_acc"], marker="o", ms=3, label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="Accuracy")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy (fraction)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -57,10 +65,14 @@ def lr_schedule(schedule: pd.DataFrame, steps_per_epoch: int | None = None):
 
 def image_grid(images: np.ndarray, titles: Sequence[str], ncols: int, title: str,
                overlays: np.ndarray | None = None):
-    """Images in a grid with a title each; ``overlays`` (N, H, W) in [0, 1] drawn as a heatmap."""
+    """Images in a grid with a title each; ``overlays`` (N, H, W) in [0, 1] drawn as a heatmap.
+
+    Cells are 1.6 inches wide, narrower when ``ncols`` of them would pass :data:`MAX_WIDTH_PX`.
+    """
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows + 0.4),
+    cell = min(1.6, MAX_WIDTH_IN / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + 0.2) * nrows + 0.4),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -71,5 +83,37 @@ def image_grid(images: np.ndarray, titles: Sequence[str], ncols: int, title: str
             ax.imshow(overlays[i], cmap="jet", alpha=0.45, interpolation="bilinear")
         ax.set_title(titles[i], fontsize=7)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(actual: Sequence[str], predicted: Sequence[str], classes: Sequence[str]):
+    """Counts of (actual, predicted) class pairs as a heatmap, rows actual, columns predicted;
+    each cell shows its count. ``actual`` and ``predicted`` are class names, one per image."""
+    counts = pd.crosstab(pd.Categorical(actual, categories=classes),
+                         pd.Categorical(predicted, categories=classes), dropna=False)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(counts.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set(xlabel="predicted", ylabel="actual", title="Confusion matrix (test set, counts)")
+    top = counts.to_numpy().max() or 1
+    for (i, j), value in np.ndenumerate(counts.to_numpy()):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                color="white" if value > top / 2 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_accuracy(accuracy: pd.Series):
+    """Top-1 accuracy per class (a Series indexed by class name, fractions) as horizontal bars,
+    each labelled with its value."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bars = ax.barh(accuracy.index[::-1], accuracy.to_numpy()[::-1], color="tab:blue")
+    ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=8)
+    ax.set(xlabel="top-1 accuracy (fraction)", xlim=(0, 1.08),
+           title="Per-class top-1 accuracy (test set)")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig

@@ -16,6 +16,8 @@ Pick rules (``lr_find.rule``):
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +58,9 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, lo
         amp = dict(amp_backend="torch", grad_scaler=precision.scaler,
                    amp_config={"device_type": precision.device_type, "dtype": precision.dtype})
     finder = LRFinder(model, optimizer, criterion, device=device, **amp)
-    finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-                      step_mode=step_mode)
+    with contextlib.redirect_stdout(io.StringIO()):  # its "See the graph with LRFinder.plot()"
+        finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
+                          step_mode=step_mode)
     finder.reset()
     return np.asarray(finder.history["lr"], float), np.asarray(finder.history["loss"], float)
 

@@ -35,13 +35,18 @@ def main() -> None:
         augment.denormalize(augmented), titles, PER_CLASS * 2,
         "The same images after pad-crop, flip and CutOut"))
 
+    # The evaluation as PNGs too: the interactive charts need vega from a CDN, these do not.
+    confusion = pd.read_csv("plots/confusion.csv")
+    save("confusion.png", figures.confusion_matrix(confusion.actual, confusion.predicted, classes))
+    per_class = pd.read_csv("plots/per_class.csv").set_index("class")["accuracy"]
+    save("per_class.png", figures.per_class_accuracy(per_class))
+
     history = pd.read_csv("plots/train_history.csv")
     save("training_curves.png", figures.training_curves(history))
     lrs = pd.read_csv("plots/lr_schedule.csv")
     save("lr_schedule.png", figures.lr_schedule(lrs, len(lrs) // len(history)))
 
     # Misclassified test images (from evaluate's predictions) and their Grad-CAM.
-    confusion = pd.read_csv("plots/confusion.csv")
     wrong = np.flatnonzero((confusion.actual != confusion.predicted).to_numpy())
     wrong = wrong[: p.num_misclassified]
     labels = [f"{pr} / {ac}" for pr, ac in

@@ -24,7 +24,9 @@ def main() -> None:
                                       find_p.step_mode, amp)
     pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
 
-    artifacts.write_csv("plots/lr_find.csv", pd.DataFrame({"lr": lrs, "loss": losses}))
+    # The pick repeated on every row, so that the results page can mark it on the curve.
+    artifacts.write_csv("plots/lr_find.csv", pd.DataFrame(
+        {"lr": lrs, "loss": losses, "suggested_max_lr": pick.max_lr}))
     artifacts.save_figure("plots/lr_find.png",
                           figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
     artifacts.write_json(LR_FIND_METRICS, {

@@ -77,7 +77,8 @@ def test_every_declared_output_exists_and_parses(repo):
     assert lr["max_lr"] > 0 and lr["min_lr"] == pytest.approx(lr["max_lr"] / 10)
     assert lr["rule"] == "min_loss_fraction"  # the shipped default
     finder = pd.read_csv(repo / "plots/lr_find.csv")
-    assert list(finder.columns) == ["lr", "loss"] and len(finder) >= 5
+    assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
+    assert (finder.suggested_max_lr == lr["max_lr"]).all()  # marked on the page's chart
     assert finder.lr.iloc[0] == pytest.approx(1e-7)
 
     history = pd.read_csv(repo / "plots/train_history.csv")
@@ -103,9 +104,14 @@ def test_every_declared_output_exists_and_parses(repo):
     assert meta["counts"] == {"train": 2000, "test": 1000}
 
     for name in ("lr_find", "samples", "augmented", "training_curves", "lr_schedule",
-                 "misclassified", "gradcam"):
-        assert (repo / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    assert "Total params" in (repo / "plots/model_summary.txt").read_text()
+                 "misclassified", "gradcam", "confusion", "per_class"):
+        png = (repo / f"plots/{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n", name
+        width = int.from_bytes(png[16:20], "big")  # the IHDR chunk
+        assert width <= 1400, (name, width)  # fits the results page without a cut-off column
+    summary = (repo / "plots/model_summary.txt").read_text()
+    assert "Total params" in summary and "Total mult-adds (M):" in summary
+    assert "Units." not in summary
 
 
 def test_second_repro_reruns_nothing(repo):
@@ -141,7 +147,10 @@ def test_plots_show_writes_the_html_with_every_plot(repo):
                   "Confusion matrix (test set)", "One Cycle learning rate per step"):
         assert title in html, title
     assert '"scale": {"type": "log"}' in html  # the LR range test on a log x-axis
-    for name in ("gradcam", "misclassified", "augmented", "lr_find"):
+    assert '"field": "suggested_max_lr"' in html  # ... with the pick marked
+    assert '"color": {"field": "field"' in html  # train and test in two colours
+    for name in ("gradcam", "misclassified", "augmented", "lr_find", "training_curves",
+                 "confusion", "per_class"):
         assert f"{name}.png" in html, name
 
 
