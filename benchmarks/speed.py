@@ -96,8 +96,9 @@ def end_to_end(split, args, device) -> float:
     if device.type == "cuda":
         loader = batch_augment.DeviceLoader(split, args.batch_size, device, generator=gen)
     else:
-        train = params.parse("train", {**params.defaults("train"), "batch_size": args.batch_size,
-                                       "max_lr": LR, "device": device.type})
+        train = params.parse("train", {**params.read(ROOT / "params.yaml")["train"],
+                                       "batch_size": args.batch_size, "max_lr": LR,
+                                       "device": device.type})
         loader = recipe.train_loader(split, train, device, gen)
     return ours(split, args, device, loader)
 

@@ -39,7 +39,8 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
         train = distributed.shard(train, rank, world, seed=train_p.seed)
     generator = engine.seed_everything(train_p.seed + rank)  # DDP syncs weights from rank 0
     train_loader = recipe.train_loader(
-        train, dataclasses.replace(train_p, batch_size=train_p.batch_size // world), device, generator)
+        train, train_p.model_copy(update={"batch_size": train_p.batch_size // world}), device,
+        generator)
     test_loader = recipe.test_loader(test, 1024, device, train_p.num_workers)
 
     net = recipe.build_model(model_p, device)
@@ -80,8 +81,8 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
 
     artifacts.save_torch(MODEL_FILE, {
         "state_dict": {k: v.cpu() for k, v in evaluated.state_dict().items()},
-        "model_params": dataclasses.asdict(model_p),
-        "train_params": dataclasses.asdict(train_p),
+        "model_params": model_p.model_dump(),
+        "train_params": train_p.model_dump(),
         "max_lr": max_lr,
         "classes": list(data.CLASSES),
         "train_seconds": seconds,

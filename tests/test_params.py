@@ -9,6 +9,12 @@ from resnet9.params import ParamsError
 
 from conftest import ROOT
 
+
+def shipped(section: str) -> dict:
+    """Section ``section`` of the shipped params.yaml, the one source of values."""
+    return dict(params.read(ROOT / "params.yaml")[section])
+
+
 # For every key: (wrong type, out of range) values. Choices count an unknown value as out of range.
 BAD = {
     "data": {"source": [123, ""], "train_subset": ["many", 5], "test_subset": [1.5, 10_001],
@@ -31,12 +37,29 @@ BAD = {
 
 def test_every_key_is_covered():
     assert {s: set(keys) for s, keys in BAD.items()} == {
-        s: set(params.defaults(s)) for s in params.SECTIONS}
+        s: set(shipped(s)) for s in params.SECTIONS}
 
 
-def test_defaults_validate():
-    for section in params.SECTIONS:
-        params.parse(section, params.defaults(section))
+def test_the_schema_holds_no_defaults_that_could_disagree_with_params_yaml():
+    for section, model in params.SECTIONS.items():
+        assert all(f.is_required() for f in model.model_fields.values()), section
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("train", "epochs", 0, "an integer in [1, 1,000]"),
+    ("train", "max_lr", "fast", "a number in (0, 100] or 'auto'"),
+    ("train", "num_workers", -1, "an integer in [0, 64] or 'auto'"),
+    ("train", "device", "tpu", "one of 'auto', 'cpu', 'cuda', 'mps'"),
+    ("train", "compile", "yes", "true or false"),
+    ("data", "train_subset", 5, "an integer in [10, 50,000] or null"),
+    ("train", "div_factor", 0.5, "a number in [1, 1,000,000]"),
+    ("data", "seed", -1, "an integer >= 0"),
+    ("data", "source", "", "a non-empty string"),
+])
+def test_the_allowed_values_are_spelled_out(section, key, value, expected):
+    with pytest.raises(ParamsError) as err:
+        params.parse(section, {**shipped(section), key: value})
+    assert str(err.value) == f"{section}.{key}: {value!r} is not allowed; expected {expected}"
 
 
 def test_shipped_params_yaml_validates():
@@ -48,7 +71,7 @@ def test_shipped_params_yaml_validates():
                          [(s, k, v) for s, keys in BAD.items() for k, vs in keys.items()
                           for v in vs])
 def test_bad_value_names_key_value_and_what_is_allowed(section, key, value):
-    raw = {**params.defaults(section), key: value}
+    raw = {**shipped(section), key: value}
     with pytest.raises(ParamsError) as err:
         params.parse(section, raw)
     message = str(err.value)
@@ -59,11 +82,11 @@ def test_bad_value_names_key_value_and_what_is_allowed(section, key, value):
 @pytest.mark.parametrize("section", list(params.SECTIONS))
 def test_unknown_key(section):
     with pytest.raises(ParamsError, match=rf"^{section}\.lerning_rate: unknown key; expected one of"):
-        params.parse(section, {**params.defaults(section), "lerning_rate": 1})
+        params.parse(section, {**shipped(section), "lerning_rate": 1})
 
 
 def test_missing_key():
-    raw = params.defaults("train")
+    raw = shipped("train")
     del raw["epochs"]
     with pytest.raises(ParamsError, match=r"^train\.epochs: missing"):
         params.parse("train", raw)
@@ -72,24 +95,24 @@ def test_missing_key():
 @pytest.mark.parametrize("peak", [24, 30])
 def test_peak_epoch_must_come_before_the_last_epoch(peak):
     with pytest.raises(ParamsError, match=rf"train\.peak_epoch: {peak} .*below train\.epochs \(24\)"):
-        params.parse("train", {**params.defaults("train"), "peak_epoch": peak})
+        params.parse("train", {**shipped("train"), "peak_epoch": peak})
 
 
 def test_end_lr_must_exceed_start_lr():
     with pytest.raises(ParamsError, match=r"lr_find\.end_lr"):
-        params.parse("lr_find", {**params.defaults("lr_find"), "start_lr": 0.1, "end_lr": 0.01})
+        params.parse("lr_find", {**shipped("lr_find"), "start_lr": 0.1, "end_lr": 0.01})
 
 
 def test_yaml_11_exponent_without_dot_is_a_number():
     doc = yaml.safe_load("max_lr: 1e-3")
     assert doc["max_lr"] == "1e-3"  # PyYAML's reading, which the params layer corrects
-    p = params.parse("train", {**params.defaults("train"), "max_lr": doc["max_lr"]})
+    p = params.parse("train", {**shipped("train"), "max_lr": doc["max_lr"]})
     assert p.max_lr == pytest.approx(1e-3)
 
 
 def test_booleans_are_not_integers():
     with pytest.raises(ParamsError, match="train.epochs: True"):
-        params.parse("train", {**params.defaults("train"), "epochs": True})
+        params.parse("train", {**shipped("train"), "epochs": True})
 
 
 def test_load_reports_missing_file_and_section(tmp_path):

@@ -7,7 +7,8 @@ from torch import nn
 
 from resnet9 import engine, lr_range, precision
 from resnet9.model import ResNet9, ResNet9Config
-from resnet9.params import ParamsError, parse, defaults
+from conftest import ROOT
+from resnet9.params import ParamsError, parse, read
 from resnet9.precision import Precision
 from resnet9.schedule import one_cycle
 
@@ -38,7 +39,7 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="capability"):
         precision.choose("auto", "cuda", None)
     with pytest.raises(ParamsError, match=r"train.precision: 'half' is not allowed"):
-        parse("train", {**defaults("train"), "precision": "half"})
+        parse("train", {**read(ROOT / "params.yaml")["train"], "precision": "half"})
 
 
 def test_resolve_on_this_cpu_is_fp32_with_a_disabled_scaler():
