@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
+FIGURE_DPI = 110  # PNG resolution of every figure (pixels per inch)
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
@@ -71,13 +73,11 @@ def write_text(path: Path | str, content: str) -> Path:
 
 
 def save_figure(path: Path | str, fig) -> Path:
-    """Save a matplotlib figure as PNG at :data:`resnet9.figures.DPI`, atomically, and close it."""
+    """Save a matplotlib figure as PNG at :data:`FIGURE_DPI`, atomically, and close it."""
     import matplotlib.pyplot as plt
 
-    from resnet9 import figures
-
     try:
-        return write_with(path, lambda p: fig.savefig(p, format="png", dpi=figures.DPI,
+        return write_with(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI,
                                                       bbox_inches="tight"), ".png")
     finally:
         plt.close(fig)

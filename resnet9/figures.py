@@ -2,7 +2,7 @@
 accuracy, image grids, Grad-CAM overlays.
 
 Every function returns a ``matplotlib.figure.Figure``; :func:`resnet9.artifacts.save_figure`
-writes it at :data:`DPI`, no wider than :data:`MAX_WIDTH_PX`, so that a figure fits the results
+writes it, no wider than :data:`MAX_WIDTH_PX`, so that a figure fits the results
 page of ``dvc plots show`` and ``dvc plots diff``. These PNGs are also the offline view of the
 results: the interactive charts need vega from a CDN. Accuracies are fractions in [0, 1], as
 in the metrics. Images come in as (N, H, W, 3) float arrays in [0, 1] or uint8.
@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-DPI = 110  # resnet9.artifacts.save_figure writes at this resolution
+from resnet9.artifacts import FIGURE_DPI  # noqa: E402
+
 MAX_WIDTH_PX = 1400  # wider images are cut off on the `dvc plots show` page
-MAX_WIDTH_IN = MAX_WIDTH_PX / DPI
+MAX_WIDTH_IN = MAX_WIDTH_PX / FIGURE_DPI
 
 
 def lr_finder(lrs: np.ndarray, losses: np.ndarray, picked: float, rule: str):
