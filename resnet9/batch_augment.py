@@ -31,10 +31,10 @@ MEAN_PIXEL = tuple(round(255 * m) for m in CIFAR10_MEAN)  # the CutOut fill, uin
 
 
 @dataclass(frozen=True)
-class AugmentParams:
-    """Per-image draws, each of shape (N,): int64 ``crop_y, crop_x`` in 0..2*PAD (corner in the
-    padded 40x40 image), int64 ``hole_y, hole_x`` in 0..SIZE-CUTOUT (corner in the output),
-    bool ``flip``."""
+class AugmentDraws:
+    """The random draws that augment a batch, one per image, each of shape (N,): int64
+    ``crop_y, crop_x`` in 0..2*PAD (corner in the padded 40x40 image), int64 ``hole_y, hole_x``
+    in 0..SIZE-CUTOUT (corner in the output), bool ``flip``."""
 
     crop_y: torch.Tensor
     crop_x: torch.Tensor
@@ -46,9 +46,9 @@ class AugmentParams:
         return len(self.flip)
 
 
-def draw_params(n: int, generator: torch.Generator, device: torch.device | str) -> AugmentParams:
-    """Draw :class:`AugmentParams` for ``n`` images from ``generator`` (on its own device), then
-    move them to ``device``. Same generator state -> same params."""
+def draw(n: int, generator: torch.Generator, device: torch.device | str) -> AugmentDraws:
+    """Draw :class:`AugmentDraws` for ``n`` images from ``generator`` (on its own device), then
+    move them to ``device``. Same generator state -> same draws."""
 
     def ints(high: int) -> torch.Tensor:
         return torch.randint(0, high, (n,), generator=generator, device=generator.device).to(device)
@@ -56,7 +56,7 @@ def draw_params(n: int, generator: torch.Generator, device: torch.device | str) 
     crop_y, crop_x = ints(2 * PAD + 1), ints(2 * PAD + 1)
     flip = ints(2).bool()
     hole_y, hole_x = ints(SIZE - CUTOUT + 1), ints(SIZE - CUTOUT + 1)
-    return AugmentParams(crop_y, crop_x, hole_y, hole_x, flip)
+    return AugmentDraws(crop_y, crop_x, hole_y, hole_x, flip)
 
 
 def _nhwc(images: torch.Tensor) -> torch.Tensor:
@@ -84,12 +84,12 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return _to_float(_nhwc(images))
 
 
-def apply(images: torch.Tensor, params: AugmentParams, pad_mode: str = "reflect") -> torch.Tensor:
-    """Pad + crop, flip, CutOut and Normalize a batch, deterministically given ``params``.
+def apply(images: torch.Tensor, draws: AugmentDraws, pad_mode: str = "reflect") -> torch.Tensor:
+    """Pad + crop, flip, CutOut and Normalize a batch, deterministically given ``draws``.
 
     Args:
         images: uint8 (N, 32, 32, 3) or (N, 3, 32, 32), on any device.
-        params: from :func:`draw_params`, on the images' device.
+        draws: from :func:`draw`, on the images' device.
         pad_mode: ``reflect`` (cv2.BORDER_REFLECT_101) or ``zero``.
 
     Returns float32 (N, 3, 32, 32), channels_last, normalized with CIFAR10_MEAN / CIFAR10_STD.
@@ -99,9 +99,9 @@ def apply(images: torch.Tensor, params: AugmentParams, pad_mode: str = "reflect"
     x = _nhwc(images)
     n, dev = x.shape[0], x.device
     offs = torch.arange(SIZE, device=dev)
-    cols = torch.where(params.flip[:, None], SIZE - 1 - offs, offs)
-    rows = params.crop_y[:, None] + offs - PAD  # (N, 32) source coordinates, may be outside
-    cols = params.crop_x[:, None] + cols - PAD
+    cols = torch.where(draws.flip[:, None], SIZE - 1 - offs, offs)
+    rows = draws.crop_y[:, None] + offs - PAD  # (N, 32) source coordinates, may be outside
+    cols = draws.crop_x[:, None] + cols - PAD
     if pad_mode == "reflect":  # BORDER_REFLECT_101: -1 -> 1, 32 -> 30
         rows, cols = (torch.where(i < 0, -i, torch.where(i >= SIZE, 2 * SIZE - 2 - i, i))
                       for i in (rows, cols))
@@ -111,8 +111,8 @@ def apply(images: torch.Tensor, params: AugmentParams, pad_mode: str = "reflect"
     out = x[torch.arange(n, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
     if pad_mode == "zero":
         out = torch.where(inside[..., None], out, torch.zeros((), dtype=torch.uint8, device=dev))
-    hy = (offs - params.hole_y[:, None] >= 0) & (offs - params.hole_y[:, None] < CUTOUT)
-    hx = (offs - params.hole_x[:, None] >= 0) & (offs - params.hole_x[:, None] < CUTOUT)
+    hy = (offs - draws.hole_y[:, None] >= 0) & (offs - draws.hole_y[:, None] < CUTOUT)
+    hx = (offs - draws.hole_x[:, None] >= 0) & (offs - draws.hole_x[:, None] < CUTOUT)
     hole = (hy[:, :, None] & hx[:, None, :])[..., None]  # (N, 32, 32, 1)
     out = torch.where(hole, torch.tensor(MEAN_PIXEL, dtype=torch.uint8, device=dev), out)
     return _to_float(out)
@@ -150,6 +150,6 @@ class DeviceLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.x[idx]
-            x = apply(x, draw_params(len(idx), gen, self.device), self.pad_mode) \
+            x = apply(x, draw(len(idx), gen, self.device), self.pad_mode) \
                 if self.augment else normalize(x)
             yield x, self.y[idx]

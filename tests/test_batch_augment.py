@@ -1,4 +1,4 @@
-"""resnet9.batch_augment: exact outputs for given params, the draws' distribution, agreement
+"""resnet9.batch_augment: exact outputs for given draws, the draws' distribution, agreement
 with the albumentations pipeline of resnet9.augment, and DeviceLoader's epochs. CPU only."""
 
 import math
@@ -17,10 +17,10 @@ MEAN, STD = np.array(augment.CIFAR10_MEAN), np.array(augment.CIFAR10_STD)
 SIGMAS = 6  # a seeded draw; even unseeded, a 6-sigma bin miss has odds of about 1e-9
 
 
-def params(**kw) -> B.AugmentParams:
-    """One image's params; unspecified ones are 0 / no flip."""
+def draws(**kw) -> B.AugmentDraws:
+    """One image's draws; unspecified ones are 0 / no flip."""
     t = {k: torch.tensor([kw.get(k, 0)]) for k in ("crop_y", "crop_x", "hole_y", "hole_x")}
-    return B.AugmentParams(**t, flip=torch.tensor([bool(kw.get("flip", False))]))
+    return B.AugmentDraws(**t, flip=torch.tensor([bool(kw.get("flip", False))]))
 
 
 def albu_normalize(hwc_uint8: np.ndarray) -> torch.Tensor:
@@ -62,7 +62,7 @@ def decode(out: torch.Tensor) -> dict[str, np.ndarray]:
 
 def test_one_image_by_hand():
     img = coded_image()
-    p = params(crop_y=0, crop_x=8, flip=True, hole_y=3, hole_x=20)
+    p = draws(crop_y=0, crop_x=8, flip=True, hole_y=3, hole_x=20)
     out = B.apply(torch.from_numpy(img)[None], p, "reflect")[0]
     # Output (y, x) reads padded (y, 8 + 31 - x) = source (y - 4, 35 - x), reflected (101) inside.
     refl = lambda i: abs(i) if i < 32 else 62 - i  # noqa: E731
@@ -79,7 +79,7 @@ def test_one_image_by_hand():
                                               ("zero", cv2.BORDER_CONSTANT)])
 def test_matches_albumentations_pad_then_slice(pad_mode, border):
     imgs = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    p = B.draw_params(64, torch.Generator().manual_seed(1), "cpu")
+    p = B.draw(64, torch.Generator().manual_seed(1), "cpu")
     out = B.apply(torch.from_numpy(imgs), p, pad_mode)
     pad = A.PadIfNeeded(40, 40, border_mode=border, fill=0)
     for i, img in enumerate(imgs):
@@ -90,8 +90,8 @@ def test_matches_albumentations_pad_then_slice(pad_mode, border):
         assert torch.equal(out[i], albu_normalize(crop)), i
 
 
-def test_decode_recovers_the_params_of_many_draws():
-    p = B.draw_params(2000, torch.Generator().manual_seed(2), "cpu")
+def test_decode_recovers_many_draws():
+    p = B.draw(2000, torch.Generator().manual_seed(2), "cpu")
     imgs = torch.from_numpy(coded_image()).expand(2000, 32, 32, 3)
     got = decode(B.apply(imgs, p, "zero"))
     for k, v in got.items():
@@ -100,12 +100,12 @@ def test_decode_recovers_the_params_of_many_draws():
 
 def test_output_shape_dtype_layout_and_input_layouts():
     imgs = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), np.uint8))
-    p = B.draw_params(5, torch.Generator().manual_seed(0), "cpu")
+    p = B.draw(5, torch.Generator().manual_seed(0), "cpu")
     out = B.apply(imgs, p)
     assert out.shape == (5, 3, 32, 32) and out.dtype == torch.float32
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(out, B.apply(imgs.permute(0, 3, 1, 2).contiguous(), p))
-    assert torch.equal(out, B.apply(imgs, p))  # deterministic given params
+    assert torch.equal(out, B.apply(imgs, p))  # deterministic given the draws
     test = B.normalize(imgs)
     assert test.shape == (5, 3, 32, 32) and test.is_contiguous(memory_format=torch.channels_last)
     want = torch.stack([augment.test_transform()(image=i)["image"] for i in imgs.numpy()])
@@ -118,7 +118,7 @@ def test_output_shape_dtype_layout_and_input_layouts():
 
 def test_hole_is_one_8x8_square_of_the_normalized_mean_pixel():
     imgs = torch.full((500, 32, 32, 3), 200, dtype=torch.uint8)
-    p = B.draw_params(500, torch.Generator().manual_seed(3), "cpu")
+    p = B.draw(500, torch.Generator().manual_seed(3), "cpu")
     out = B.apply(imgs, p)
     fill = torch.tensor((np.array(B.MEAN_PIXEL) / 255 - MEAN) / STD, dtype=torch.float32)
     assert fill.abs().max() < 0.005  # the rounded mean pixel: ~0, not exactly 0, after Normalize
@@ -141,7 +141,7 @@ def _uniform_bins_ok(v: np.ndarray, high: int) -> None:
 
 def test_draws_are_uniform_over_the_albumentations_ranges():
     n = 200_000
-    p = B.draw_params(n, torch.Generator().manual_seed(4), "cpu")
+    p = B.draw(n, torch.Generator().manual_seed(4), "cpu")
     for k, high in (("crop_y", 9), ("crop_x", 9), ("hole_y", 25), ("hole_x", 25)):
         v = getattr(p, k)
         assert v.dtype == torch.int64 and v.shape == (n,)
@@ -152,7 +152,7 @@ def test_draws_are_uniform_over_the_albumentations_ranges():
     m = np.corrcoef(np.stack([getattr(p, k).numpy().astype(float)
                               for k in ("crop_y", "crop_x", "hole_y", "hole_x", "flip")]))
     assert np.abs(m - np.eye(5)).max() <= SIGMAS / math.sqrt(n)
-    again = B.draw_params(n, torch.Generator().manual_seed(4), "cpu")
+    again = B.draw(n, torch.Generator().manual_seed(4), "cpu")
     assert all(torch.equal(getattr(p, k), getattr(again, k)) for k in ("crop_x", "hole_y", "flip"))
 
 
