@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet9 import artifacts, augment, data, engine
+from resnet9 import PipelineError, artifacts, augment, data, engine, params
 from resnet9.model import ResNet9, ResNet9Config
 from resnet9.params import ModelParams, ParamsError, TrainParams
 
@@ -138,16 +138,84 @@ def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_ME
         ) from None
 
 
-def load_trained(path: Path | str, device: torch.device) -> tuple[ResNet9, dict]:
-    """The trained network from ``data/model.pt`` in eval mode, and the file's metadata.
+class ModelFileError(PipelineError):
+    """A model file is missing, unreadable (truncated, corrupt) or not one this package wrote."""
+
+
+MODEL_FILE_HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
+INPUT_SIZE = (32, 32)  # (H, W) of the network's input, in pixels
+# What a model file must hold: the weights and everything needed to use them without the
+# dataset or params.yaml (:func:`save_trained` writes them, :func:`load_model_file` checks them).
+MODEL_FILE_KEYS = ("state_dict", "model_params", "classes", "normalization", "input_size")
+
+
+def save_trained(path: Path | str, net: nn.Module, model_params: ModelParams, **extra) -> Path:
+    """Write the trained ``net`` to ``path`` (atomically) with what using it needs.
+
+    The file is a dict (``torch.save``, loadable with ``weights_only=True``): ``state_dict``
+    (CPU tensors), ``model_params`` (``{"width_multiplier": float}``), ``classes`` (10 names in
+    label order), ``normalization`` (``{"mean": [3 floats], "std": [3 floats]}``, RGB, on the
+    [0, 1] pixel scale), ``input_size`` (``[H, W]`` = ``[32, 32]``), and ``extra`` (params,
+    provenance, timings).
+    """
+    return artifacts.save_torch(path, {
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "model_params": model_params.model_dump(),
+        "classes": list(data.CLASSES),
+        "normalization": {"mean": list(augment.CIFAR10_MEAN), "std": list(augment.CIFAR10_STD)},
+        "input_size": list(INPUT_SIZE),
+        **extra,
+    })
+
+
+def _first_line(err: BaseException, limit: int = 120) -> str:
+    """``Type: first sentence of the message`` of ``err``, at most ``limit`` characters."""
+    text = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def load_model_file(path: Path | str) -> dict:
+    """The dict a train stage wrote to ``path``, checked to hold :data:`MODEL_FILE_KEYS`.
 
     Raises:
-        PipelineError: the file is missing (run the train stage).
+        ModelFileError: one line naming ``path``, what is wrong (missing; truncated or corrupt;
+            not this package's model file) and what to do (:data:`MODEL_FILE_HINT`).
     """
     path = Path(path)
     if not path.is_file():
-        raise data.DataError(f"{path}: not found; run `dvc repro train` first")
-    saved = artifacts.load_torch(path)
-    net = build_model(ModelParams(**saved["model_params"]), device)
-    net.load_state_dict(saved["state_dict"])
+        raise ModelFileError(f"{path}: not found; {MODEL_FILE_HINT}")
+    try:
+        saved = artifacts.load_torch(path)
+    except Exception as err:  # torch.load: RuntimeError, UnpicklingError, EOFError, OSError...
+        raise ModelFileError(f"{path}: not a readable model file, truncated or corrupt "
+                             f"({_first_line(err)}); {MODEL_FILE_HINT}") from None
+    if not isinstance(saved, dict):
+        raise ModelFileError(f"{path}: holds a {type(saved).__name__}, not a ResNet-9 model file "
+                             f"of this package (a dict with {', '.join(MODEL_FILE_KEYS)}); "
+                             f"{MODEL_FILE_HINT}")
+    missing = [k for k in MODEL_FILE_KEYS if k not in saved]
+    if missing:
+        raise ModelFileError(f"{path}: not a ResNet-9 model file of this package, or one from an "
+                             f"older version (keys {missing} missing; expected "
+                             f"{', '.join(MODEL_FILE_KEYS)}); {MODEL_FILE_HINT}")
+    return saved
+
+
+def load_trained(path: Path | str, device: torch.device) -> tuple[ResNet9, dict]:
+    """The trained network from a model file (``data/model.pt``) in eval mode on ``device``,
+    and the file's dict (see :func:`save_trained`).
+
+    Raises:
+        ModelFileError: the file is missing, unreadable or foreign (:func:`load_model_file`), or
+            its weights do not fit the ResNet-9 its ``model_params`` describe.
+    """
+    saved = load_model_file(path)
+    try:
+        model_params = params.parse("model", saved["model_params"])
+        net = build_model(model_params, device)
+        net.load_state_dict(saved["state_dict"])
+    except (ParamsError, RuntimeError, TypeError, AttributeError) as err:
+        raise ModelFileError(f"{path}: its weights do not fit the ResNet-9 it describes "
+                             f"({_first_line(err)}); {MODEL_FILE_HINT}") from None
     return net.eval(), saved

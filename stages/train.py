@@ -1,6 +1,7 @@
 """Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, data/checkpoint.pt,
-plots/train_history.csv, plots/lr_schedule.csv. With train.nproc_per_node > 1 it relaunches
-itself under torchrun (DistributedDataParallel); rank 0 writes the outputs."""
+metrics/train.json (provenance), plots/train_history.csv, plots/lr_schedule.csv. With
+train.nproc_per_node > 1 it relaunches itself under torchrun (DistributedDataParallel); rank 0
+writes the outputs."""
 
 import dataclasses
 import sys
@@ -10,11 +11,12 @@ import pandas as pd
 import torch
 
 from resnet9 import (artifacts, checkpoint, cli, data, distributed, engine, params, precision,
-                     recipe, schedule)
+                     provenance, recipe, schedule)
 from resnet9.data import DATASET_DIR, META_FILE
 from resnet9.recipe import MODEL_FILE
 
 CHECKPOINT = "data/checkpoint.pt"  # persist: true in dvc.yaml, so an interrupted run resumes
+TRAIN_METRICS = "metrics/train.json"  # provenance of the run (resnet9.provenance.collect)
 
 
 def main() -> None:
@@ -51,8 +53,8 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     amp = precision.resolve(train_p.precision, device)
     sched = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
                                train_p.peak_epoch, train_p.div_factor)
-    fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr,
-                                data=artifacts.read_json(DATASET_DIR / META_FILE)["sha256"])
+    dataset_sha256 = artifacts.read_json(DATASET_DIR / META_FILE)["sha256"]
+    fp = checkpoint.fingerprint(model=model_p, train=train_p, max_lr=max_lr, data=dataset_sha256)
     trained = torch.compile(net) if train_p.compile else net  # shares net's parameters
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(trained)
@@ -79,22 +81,20 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
-    artifacts.save_torch(MODEL_FILE, {
-        "state_dict": {k: v.cpu() for k, v in evaluated.state_dict().items()},
-        "model_params": model_p.model_dump(),
-        "train_params": train_p.model_dump(),
-        "max_lr": max_lr,
-        "classes": list(data.CLASSES),
-        "train_seconds": seconds,
-        "wall_seconds_this_run": time.perf_counter() - t0,
-    })
+    prov = provenance.collect(params=params.read(), dataset_sha256=dataset_sha256,
+                              train_seconds=seconds, device=device)
+    recipe.save_trained(MODEL_FILE, evaluated, model_p, train_params=train_p.model_dump(),
+                        max_lr=max_lr, train_seconds=seconds,
+                        wall_seconds_this_run=time.perf_counter() - t0, provenance=prov)
+    artifacts.write_json(TRAIN_METRICS, prov)
     artifacts.write_csv("plots/train_history.csv",
                         pd.DataFrame([dataclasses.asdict(h) for h in result.history]))
     artifacts.write_csv("plots/lr_schedule.csv",
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
     last = result.history[-1]
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
-        f"{seconds:.1f} s; wrote {MODEL_FILE}, plots/train_history.csv, plots/lr_schedule.csv")
+        f"{seconds:.1f} s; wrote {MODEL_FILE}, {TRAIN_METRICS}, plots/train_history.csv, "
+        "plots/lr_schedule.csv")
 
 
 if __name__ == "__main__":
