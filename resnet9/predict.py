@@ -1,0 +1,276 @@
+"""Classify your own images with a trained model file: ``python -m resnet9.predict``.
+
+Usage::
+
+    python -m resnet9.predict IMAGE... [--model data/model.pt] [--top-k 3] [--gradcam DIR]
+                              [--gradcam-layer layer3] [--device auto] [--json]
+    python -m resnet9.predict --info [--model data/model.pt] [--json]
+
+Only the model file is needed (no dataset, no ``params.yaml``): it carries the class names, the
+normalization mean and std, the width multiplier and the input size
+(:func:`resnet9.recipe.save_trained`).
+
+How an image becomes the network's input (:func:`prepare`), with Pillow:
+
+1. open it (PNG, JPEG, or any other format Pillow reads) and apply its EXIF orientation;
+2. images with transparency (RGBA, LA, palette with a transparent colour) are composited onto a
+   white background; then every mode (L, P, CMYK, ...) is converted to RGB;
+3. the largest centred square is cropped and resized to 32x32 with Pillow's antialiased bicubic
+   filter (``ImageOps.fit``): the aspect ratio is kept and the borders of non-square images are
+   cut off. A 32x32 RGB image passes unchanged;
+4. scaled to [0, 1] and normalized per channel with the model file's mean and std.
+
+Exit status: 0 every image predicted; 1 at least one image could not be read (each gets one
+line on stderr naming the file and the reason; the others are still predicted); 2 bad arguments;
+3 the model file is missing, unreadable or foreign (one line naming it and what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from PIL import Image, ImageOps
+
+from resnet9 import PipelineError, engine, recipe
+
+EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
+BATCH = 256  # images per forward pass
+GRADCAM_LAYERS = ("prep", "layer1", "layer2", "layer3")
+
+
+class ImageFileError(PipelineError):
+    """An input image is missing, unreadable, or not an image."""
+
+
+def prepare(path: Path | str, size: Sequence[int] = recipe.INPUT_SIZE) -> Image.Image:
+    """The image at ``path`` as the network sees it before normalization: an RGB PIL image of
+    ``size`` = (H, W) pixels (steps 1-3 of the module docstring).
+
+    Raises:
+        ImageFileError: one line naming ``path`` and why it cannot be used (not found, a
+            directory, not an image, truncated or corrupt).
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, im.convert("RGBA"))
+            rgb = im.convert("RGB")
+    except FileNotFoundError:
+        raise ImageFileError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise ImageFileError(f"{path}: is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageFileError(f"{path}: permission denied") from None
+    except Image.UnidentifiedImageError:
+        raise ImageFileError(f"{path}: not an image Pillow can read; expected a PNG or "
+                             "JPEG file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageFileError(f"{path}: truncated or corrupt image ({err})") from None
+    height, width = size
+    return ImageOps.fit(rgb, (width, height), method=Image.Resampling.BICUBIC)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(N, 3, H, W) uint8 RGB -> float32 scaled to [0, 1] and normalized per channel:
+    ``(pixel / 255 - mean) / std``, with the model file's ``mean`` and ``std``."""
+    from torchvision.transforms.v2 import functional as F
+
+    return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
+
+
+def to_tensor(images: Sequence[Image.Image], mean: Sequence[float],
+              std: Sequence[float]) -> torch.Tensor:
+    """RGB PIL images of equal size -> (N, 3, H, W) float32, normalized (:func:`normalize`)."""
+    from torchvision.transforms.v2 import functional as F
+
+    return normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
+
+
+@torch.no_grad()
+def probabilities(net: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Softmax probabilities (N, C) float32 on the CPU of normalized inputs ``x`` (N, 3, H, W),
+    in batches of :data:`BATCH`, computed as the evaluate stage does (eval mode, channels_last,
+    bf16 autocast on CUDA)."""
+    net.eval()
+    out = []
+    for batch in x.split(BATCH):
+        batch = batch.to(device).contiguous(memory_format=torch.channels_last)
+        with engine.autocast(device):
+            out.append(net(batch).float().cpu())
+    return torch.softmax(torch.cat(out), dim=1)
+
+
+def top_k(probs: torch.Tensor, classes: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """For each row of ``probs`` (N, C), its ``k`` most likely ``(class name, probability)``,
+    most likely first (ties in class order)."""
+    values, indices = probs.topk(k, dim=1)
+    return [[(classes[i], float(v)) for v, i in zip(vs, idx)]
+            for vs, idx in zip(values.tolist(), indices.tolist())]
+
+
+@dataclass
+class Prediction:
+    """One image's result: ``top`` = ``[(class, probability), ...]``; ``gradcam`` = overlay path."""
+
+    file: str
+    top: list[tuple[str, float]]
+    gradcam: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "gradcam": self.gradcam,
+                "top_k": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Image],
+                   x: torch.Tensor, predictions: Sequence[Prediction], classes: Sequence[str],
+                   directory: Path, device: torch.device) -> None:
+    """Write one Grad-CAM overlay per image (captum's LayerGradCam at ``layer`` for the
+    predicted class, drawn over the 32x32 input as the analyze stage draws them) to
+    ``directory/<file name>.gradcam.png`` (``<file name>.<index>.gradcam.png`` for a repeated
+    name), and set each prediction's ``gradcam`` path."""
+    import numpy as np
+
+    from resnet9 import artifacts, explain, figures
+
+    targets = torch.tensor([classes.index(p.top[0][0]) for p in predictions], device=device)
+    inputs = x.to(device).contiguous(memory_format=torch.channels_last)
+    cams = explain.gradcam(net, getattr(net, layer), inputs, targets).numpy()
+    used: set[str] = set()
+    for i, (image, pred) in enumerate(zip(images, predictions)):
+        name = f"{Path(pred.file).name}.gradcam.png"
+        if name in used:  # two inputs with the same name from different folders
+            name = f"{Path(pred.file).name}.{i}.gradcam.png"
+        used.add(name)
+        label, p = pred.top[0]
+        fig = figures.image_grid(np.asarray(image)[None], [f"{label} {p:.0%}"], 1,
+                                 f"Grad-CAM at {layer}", overlays=cams[i:i + 1])
+        pred.gradcam = str(artifacts.save_figure(directory / name, fig))
+
+
+def info(path: Path | str) -> dict:
+    """What a model file says about itself: the file (path, bytes, md5 as in ``dvc.lock``),
+    classes, width multiplier, input size, normalization, and the provenance the train stage
+    recorded (None for a file written before provenance was recorded).
+
+    Raises:
+        recipe.ModelFileError: the file is missing, unreadable or foreign, or its weights do
+            not fit the network it describes.
+    """
+    path = Path(path)
+    _, saved = recipe.load_trained(path, torch.device("cpu"))  # the weights must load too
+    return {
+        "file": {"path": str(path), "bytes": path.stat().st_size,
+                 "md5": hashlib.md5(path.read_bytes()).hexdigest()},
+        "classes": list(saved["classes"]),
+        "width_multiplier": saved["model_params"].get("width_multiplier"),
+        "input_size": list(saved["input_size"]),
+        "normalization": saved["normalization"],
+        "max_lr": saved.get("max_lr"),
+        "provenance": saved.get("provenance"),
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m resnet9.predict",
+        description="Top-k CIFAR-10 classes of PNG/JPEG images with a trained ResNet-9 model "
+                    "file; --info prints where the model file came from.",
+        epilog="Exit status: 0 all predicted, 1 an image could not be read, 2 bad arguments, "
+               "3 unusable model file.")
+    p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files, any size and mode")
+    p.add_argument("--model", type=Path, default=recipe.MODEL_FILE,
+                   help=f"model file written by the train stage (default {recipe.MODEL_FILE})")
+    p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
+    p.add_argument("--gradcam", type=Path, metavar="DIR",
+                   help="write a Grad-CAM overlay per image to DIR/<file name>.gradcam.png")
+    p.add_argument("--gradcam-layer", choices=GRADCAM_LAYERS, default="layer3",
+                   help="layer Grad-CAM explains (default layer3)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="auto: CUDA, else MPS, else CPU (default)")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--info", action="store_true",
+                   help="print the model file's provenance and settings instead of predicting")
+    return p
+
+
+def _error(message: str) -> None:
+    print(f"predict: error: {message}", file=sys.stderr)
+
+
+def _print_info(details: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(details, indent=2))
+        return
+    import yaml
+
+    print(yaml.safe_dump(details, sort_keys=False, default_flow_style=None, width=100), end="")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (see the module docstring)."""
+    ap = parser()
+    args = ap.parse_args(argv)
+    if args.info:
+        try:
+            _print_info(info(args.model), args.json)
+        except recipe.ModelFileError as err:
+            _error(str(err))
+            return EXIT_BAD_MODEL
+        return EXIT_OK
+    if not args.images:
+        ap.error("give at least one IMAGE, or --info")
+    try:
+        device = engine.select_device(args.device)
+    except PipelineError:
+        ap.error(f"--device {args.device}: not available on this machine")
+    try:
+        net, saved = recipe.load_trained(args.model, device)
+    except recipe.ModelFileError as err:
+        _error(str(err))
+        return EXIT_BAD_MODEL
+    classes = list(saved["classes"])
+    if not 1 <= args.top_k <= len(classes):
+        ap.error(f"--top-k {args.top_k}: expected an integer in [1, {len(classes)}]")
+
+    images, names, errors = [], [], []
+    for path in args.images:
+        try:
+            images.append(prepare(path, saved["input_size"]))
+            names.append(str(path))
+        except ImageFileError as err:
+            errors.append({"file": str(path), "error": str(err)})
+            _error(str(err))
+    predictions = []
+    if images:
+        norm = saved["normalization"]
+        x = to_tensor(images, norm["mean"], norm["std"])
+        tops = top_k(probabilities(net, x, device), classes, args.top_k)
+        predictions = [Prediction(n, t) for n, t in zip(names, tops)]
+        if args.gradcam:
+            write_gradcams(net, args.gradcam_layer, images, x, predictions, classes,
+                           args.gradcam, device)
+
+    if args.json:
+        print(json.dumps({"model": str(args.model),
+                          "predictions": [p.to_dict() for p in predictions],
+                          "errors": errors}, indent=2))
+    else:
+        for p in predictions:
+            line = ", ".join(f"{c} {prob:.3f}" for c, prob in p.top)
+            print(f"{p.file}: {line}" + (f"  (Grad-CAM: {p.gradcam})" if p.gradcam else ""))
+    return EXIT_BAD_IMAGE if errors else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
