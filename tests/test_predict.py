@@ -252,7 +252,7 @@ def test_a_bad_model_file_gives_one_line_naming_it_and_what_to_do(tmp_path, tiny
     assert code == 3 and err_info == err
 
 
-@pytest.mark.parametrize("stage", ["evaluate", "analyze"])
+@pytest.mark.parametrize("stage", ["evaluate", "analyze", "export"])
 def test_the_stages_report_a_bad_model_file_in_one_line(tmp_path, tiny_model, stage):
     work = _stage_workdir(tmp_path, tiny_model)
     (work / recipe.MODEL_FILE).write_bytes(tiny_model.read_bytes()[:5000])

@@ -1,0 +1,123 @@
+"""resnet9.export: ONNX and TorchScript files that agree with torch eager, checked before they
+are written; onnx and onnxruntime stay out of the train and evaluate stages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, colour_arrays
+from resnet9 import export, predict, recipe
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    pass
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model):
+    """The tiny model exported and checked on 50 synthetic images: (metrics, onnx, ts, saved)."""
+    out = tmp_path_factory.mktemp("export")
+    net, saved = recipe.load_trained(tiny_model, CPU)
+    images, _ = colour_arrays(50, seed=2)
+    metrics = export.export_and_check(net, saved, images, out / "model.onnx", out / "model.ts",
+                                      speed_batch=64, min_seconds=0.05)
+    return metrics, out / "model.onnx", out / "model.ts", saved
+
+
+def test_exports_agree_with_torch_eager(exported):
+    metrics, onnx_path, ts_path, _ = exported
+    assert metrics["images"] == 50 and metrics["opset"] == export.OPSET
+    for name, path in (("onnx", onnx_path), ("torchscript", ts_path)):
+        m = metrics[name]
+        assert m["top1_agreement"] == 1.0 and m["top1_disagreements"] == 0, name
+        assert m["max_abs_logit_diff"] < 1e-4, name
+        assert m["file_bytes"] == path.stat().st_size > 0
+    speed = metrics["speed"]
+    assert speed["batch_size"] == 64
+    assert speed["onnxruntime_cpu_images_per_s"] > 0 and speed["torch_eager_cpu_images_per_s"] > 0
+    json.dumps(metrics)  # metrics/export.json
+
+
+def _inputs(saved, n, seed=3):
+    images, _ = colour_arrays(n, seed=seed)
+    norm = saved["normalization"]
+    return predict.normalize(torch.from_numpy(images).permute(0, 3, 1, 2), norm["mean"],
+                             norm["std"])
+
+
+def test_onnx_has_a_dynamic_batch_dimension_and_the_metadata(exported, tiny_model):
+    import onnx
+    import onnxruntime
+
+    _, onnx_path, _, saved = exported
+    model = onnx.load(str(onnx_path))
+    assert model.opset_import[0].version == export.OPSET
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == saved["classes"]
+    assert json.loads(meta["mean"]) == saved["normalization"]["mean"]
+    assert json.loads(meta["input_size"]) == [32, 32]
+    net, _ = recipe.load_trained(tiny_model, CPU)
+    for n in (1, 7):
+        x = _inputs(saved, n)
+        (logits,) = session.run(None, {export.INPUT_NAME: x.numpy()})
+        with torch.no_grad():
+            assert np.allclose(logits, net(x).numpy(), atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_loads_without_the_package_classes(exported, tiny_model):
+    _, _, ts_path, saved = exported
+    extra = {"meta.json": ""}
+    scripted = torch.jit.load(str(ts_path), _extra_files=extra)
+    assert json.loads(json.loads(extra["meta.json"])["classes"]) == saved["classes"]
+    x = _inputs(saved, 5)
+    net, _ = recipe.load_trained(tiny_model, CPU)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+def test_a_disagreeing_export_fails_and_writes_nothing(tmp_path, tiny_model, monkeypatch):
+    real_session = export.onnx_session
+
+    class Shuffled:  # onnxruntime whose logits are rolled by one class: every top-1 differs
+        def __init__(self, path):
+            self.session = real_session(path)
+
+        def run(self, outputs, feed):
+            return [np.roll(self.session.run(outputs, feed)[0], 1, axis=1)]
+
+    monkeypatch.setattr(export, "onnx_session", Shuffled)
+    net, saved = recipe.load_trained(tiny_model, CPU)
+    images, _ = colour_arrays(20, seed=4)
+    onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.ts"
+    with pytest.raises(export.ExportError, match=r"model\.onnx: top-1 class differs from torch "
+                       r"eager on \d+ of 20 test images .*expected 100% agreement"):
+        export.export_and_check(net, saved, images, onnx_path, ts_path, min_seconds=0.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_evaluate_and_predict_import_without_onnx():
+    """A machine without onnx, onnxscript and onnxruntime can train, evaluate and predict."""
+    code = (
+        "import sys\n"
+        "for name in ('onnx', 'onnxruntime', 'onnxscript'):\n"
+        "    sys.modules[name] = None  # import raises ImportError\n"
+        "import stages.train, stages.evaluate, stages.analyze, stages.lr_find, resnet9.predict\n"
+        "import resnet9.export\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
