@@ -17,16 +17,17 @@ from typing import Any
 
 import torch
 
-# Files the pipeline itself rewrites: a change there does not make the code "dirty".
-PIPELINE_OUTPUTS = ("metrics", "plots", "dvc.lock")
+# Not code: what the pipeline itself rewrites, and DVC's own folder (config, .gitignore). A
+# change there does not make the tree "dirty".
+NOT_CODE = ("metrics", "plots", "dvc.lock", ".dvc")
 
 
 def git_state(cwd: Path | str = ".") -> dict[str, Any]:
     """The checked-out commit and whether the tree differs from it.
 
     Returns ``{"git_commit": 40-hex str, "git_dirty": bool, "git_dirty_files": [str]}``;
-    ``git_dirty`` counts tracked and untracked files, except the pipeline's own outputs
-    (:data:`PIPELINE_OUTPUTS`) and what ``.gitignore`` hides (``data/``). At most 20 changed
+    ``git_dirty`` counts tracked and untracked files, except the pipeline's own outputs and
+    DVC's folder (:data:`NOT_CODE`) and what ``.gitignore`` hides (``data/``). At most 20 changed
     paths are listed. Outside a git work tree, or without git, all three are None.
     """
     def git(*args: str) -> str:
@@ -35,7 +36,7 @@ def git_state(cwd: Path | str = ".") -> dict[str, Any]:
 
     try:
         commit = git("rev-parse", "HEAD").strip()
-        excludes = [f":(exclude){p}" for p in PIPELINE_OUTPUTS]
+        excludes = [f":(exclude){p}" for p in NOT_CODE]
         status = git("status", "--porcelain", "--", ".", *excludes).splitlines()
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None, "git_dirty_files": None}

@@ -31,6 +31,8 @@ def test_records_the_commit_and_whether_the_code_is_dirty(tmp_path):
 
     (tmp_path / "metrics/evaluate.json").write_text('{"accuracy": 1}\n')  # pipeline output
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc/.gitignore").write_text("/tmp\n")
     assert provenance.git_state(tmp_path)["git_dirty"] is False
 
     (tmp_path / "code.py").write_text("x = 2\n")
