@@ -1,8 +1,8 @@
 """End to end: real `dvc repro` in a temporary git repo on a real CIFAR-10 subset.
 
 Small overrides: width 0.25, 2,000 train / 1,000 test images, 2 epochs, batch 128, 30 LR-finder
-steps. Checks every declared output, what reruns and what does not, `dvc metrics diff` and
-`dvc plots show`.
+steps. Checks every declared output, what reruns and what does not, `dvc metrics diff`,
+`dvc plots show`, a remote, `dvc artifacts get` of the registered model, queued experiments.
 """
 
 from __future__ import annotations
@@ -15,21 +15,25 @@ import time
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from conftest import ROOT
 
 PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/plots",
            ".dvcignore", ".gitignore", "data/.gitkeep"]
-STAGES = ["download", "lr_find", "train", "evaluate", "analyze"]
+STAGES = ["download", "lr_find", "train", "evaluate", "analyze", "export"]
+MODEL_NAME = "resnet9-cifar10"  # dvc.yaml artifacts
 
 
-def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def sh(repo: Path, *args: str, check: bool = True,
+       **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
+           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **extra_env}
     proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
@@ -102,6 +106,19 @@ def test_every_declared_output_exists_and_parses(repo):
     assert saved["classes"][9] == "truck"
     meta = json.loads((repo / "data/cifar10/meta.json").read_text())
     assert meta["counts"] == {"train": 2000, "test": 1000}
+    provenance = json.loads((repo / "metrics/train.json").read_text())
+    assert provenance == saved["provenance"]
+    assert provenance["git_commit"] == sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    assert provenance["git_dirty"] is False  # only pipeline outputs changed since the commit
+    assert provenance["dataset_sha256"] == meta["sha256"]
+    assert provenance["params"]["train"]["epochs"] == 2 and provenance["train_seconds"] > 0
+
+    export = json.loads((repo / "metrics/export.json").read_text())
+    assert export["images"] == 1000
+    for name, path in (("onnx", "data/model.onnx"), ("torchscript", "data/model.ts")):
+        assert export[name]["top1_agreement"] == 1.0
+        assert export[name]["file_bytes"] == (repo / path).stat().st_size
+    assert export["speed"]["batch_size"] == 256
 
     for name in ("lr_find", "samples", "augmented", "training_curves", "lr_schedule",
                  "misclassified", "gradcam", "confusion", "per_class"):
@@ -127,7 +144,7 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     before = json.loads((repo / "metrics/evaluate.json").read_text())
     set_params(repo, train={"max_lr": 0.02})
     proc = sh(repo, "dvc", "repro")
-    assert ran(proc) == {"train", "evaluate", "analyze"}
+    assert ran(proc) == {"train", "evaluate", "analyze", "export"}
     after = json.loads((repo / "metrics/evaluate.json").read_text())
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
     changed = diff["metrics/evaluate.json"]
@@ -182,6 +199,34 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
     assert (clone / "data/model.pt").read_bytes() == (repo / "data/model.pt").read_bytes()
     assert "Data and pipelines are up to date" in sh(clone, "dvc", "status").stdout
     assert ran(sh(clone, "dvc", "repro")) == set()
+
+
+def test_the_registered_model_comes_with_dvc_artifacts_get_and_predicts(repo, tmp_path):
+    if not sh(repo, "dvc", "remote", "list").stdout.strip():  # this test run alone
+        sh(repo, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    sh(repo, "dvc", "push")
+    _commit_all(repo, "model to register")
+    # Registering a version is a GTO git tag (what DVC Studio's "Register" button creates).
+    sh(repo, "git", "tag", "-a", f"{MODEL_NAME}@v0.1.0", "-m", "register the model")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sh(elsewhere, "dvc", "artifacts", "get", str(repo), MODEL_NAME)
+    model = elsewhere / "model.pt"
+    assert model.read_bytes() == (repo / "data/model.pt").read_bytes()
+    sh(elsewhere, "dvc", "artifacts", "get", str(repo), MODEL_NAME, "--rev", "v0.1.0",
+       "-o", "v0.1.0.pt")
+    assert (elsewhere / "v0.1.0.pt").read_bytes() == model.read_bytes()
+
+    x = np.load(repo / "data/cifar10/arrays.npz")["x_test"][:3]
+    for i, image in enumerate(x):
+        Image.fromarray(image).save(elsewhere / f"{i}.png")
+    python = ["python", "-m", "resnet9.predict", "--model", "model.pt"]
+    proc = sh(elsewhere, *python, "0.png", "1.png", "2.png", "--json", PYTHONPATH=str(ROOT))
+    predicted = [p["top_k"][0]["class"] for p in json.loads(proc.stdout)["predictions"]]
+    confusion = pd.read_csv(repo / "plots/confusion.csv")
+    assert predicted == confusion.predicted.iloc[:3].tolist()
+    info = json.loads(sh(elsewhere, *python, "--info", "--json", PYTHONPATH=str(ROOT)).stdout)
+    assert info["provenance"] == json.loads((repo / "metrics/train.json").read_text())
 
 
 def test_queued_experiments_both_appear_in_exp_show(repo):
