@@ -3,7 +3,8 @@
 Usage::
 
     python -m resnet9.predict IMAGE... [--model data/model.pt] [--top-k 3] [--gradcam DIR]
-                              [--gradcam-layer layer3] [--device auto] [--json]
+                              [--gradcam-layer layer3] [--device auto] [--precision auto]
+                              [--json]
     python -m resnet9.predict --info [--model data/model.pt] [--json]
 
 Only the model file is needed (no dataset, no ``params.yaml``): it carries the class names, the
@@ -38,7 +39,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageOps
 
-from resnet9 import PipelineError, engine, recipe
+from resnet9 import PipelineError, engine, precision, recipe
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
 BATCH = 256  # images per forward pass
@@ -98,15 +99,17 @@ def to_tensor(images: Sequence[Image.Image], mean: Sequence[float],
 
 
 @torch.no_grad()
-def probabilities(net: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+def probabilities(net: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                  amp: precision.Precision | None = None) -> torch.Tensor:
     """Softmax probabilities (N, C) float32 on the CPU of normalized inputs ``x`` (N, 3, H, W),
     in batches of :data:`BATCH`, computed as the evaluate stage does (eval mode, channels_last,
-    bf16 autocast on CUDA)."""
+    the forward pass under ``amp``; fp32 when None)."""
+    amp = amp or precision.Precision("fp32", device.type)
     net.eval()
     out = []
     for batch in x.split(BATCH):
         batch = batch.to(device).contiguous(memory_format=torch.channels_last)
-        with engine.autocast(device):
+        with amp.autocast():
             out.append(net(batch).float().cpu())
     return torch.softmax(torch.cat(out), dim=1)
 
@@ -134,9 +137,9 @@ class Prediction:
 
 def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Image],
                    x: torch.Tensor, predictions: Sequence[Prediction], classes: Sequence[str],
-                   directory: Path, device: torch.device) -> None:
+                   directory: Path, device: torch.device, amp: precision.Precision) -> None:
     """Write one Grad-CAM overlay per image (captum's LayerGradCam at ``layer`` for the
-    predicted class, drawn over the 32x32 input as the analyze stage draws them) to
+    predicted class, under ``amp``, drawn over the 32x32 input as the analyze stage does) to
     ``directory/<file name>.gradcam.png`` (``<file name>.<index>.gradcam.png`` for a repeated
     name), and set each prediction's ``gradcam`` path."""
     import numpy as np
@@ -145,7 +148,8 @@ def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Imag
 
     targets = torch.tensor([classes.index(p.top[0][0]) for p in predictions], device=device)
     inputs = x.to(device).contiguous(memory_format=torch.channels_last)
-    cams = explain.gradcam(net, getattr(net, layer), inputs, targets).numpy()
+    with amp.autocast():
+        cams = explain.gradcam(net, getattr(net, layer), inputs, targets).numpy()
     used: set[str] = set()
     for i, (image, pred) in enumerate(zip(images, predictions)):
         name = f"{Path(pred.file).name}.gradcam.png"
@@ -198,6 +202,9 @@ def parser() -> argparse.ArgumentParser:
                    help="layer Grad-CAM explains (default layer3)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="auto: CUDA, else MPS, else CPU (default)")
+    p.add_argument("--precision", choices=precision.SETTINGS, default="auto",
+                   help="forward pass: auto (default) = bf16 on CUDA capability >= 8.0, fp16 on "
+                        "older GPUs, fp32 elsewhere, as the evaluate stage chooses")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--info", action="store_true",
                    help="print the model file's provenance and settings instead of predicting")
@@ -234,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = engine.select_device(args.device)
     except PipelineError:
         ap.error(f"--device {args.device}: not available on this machine")
+    amp = precision.resolve(args.precision, device)
     try:
         net, saved = recipe.load_trained(args.model, device)
     except recipe.ModelFileError as err:
@@ -255,11 +263,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if images:
         norm = saved["normalization"]
         x = to_tensor(images, norm["mean"], norm["std"])
-        tops = top_k(probabilities(net, x, device), classes, args.top_k)
+        tops = top_k(probabilities(net, x, device, amp), classes, args.top_k)
         predictions = [Prediction(n, t) for n, t in zip(names, tops)]
         if args.gradcam:
             write_gradcams(net, args.gradcam_layer, images, x, predictions, classes,
-                           args.gradcam, device)
+                           args.gradcam, device, amp)
 
     if args.json:
         print(json.dumps({"model": str(args.model),
