@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from resnet9 import PipelineError, artifacts, predict, provenance
+from resnet9 import PipelineError, artifacts, provenance, recipe
 
 ONNX_FILE = Path("data/model.onnx")
 TORCHSCRIPT_FILE = Path("data/model.ts")
@@ -178,7 +178,7 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
     """
     net = net.cpu().eval()
     norm = saved["normalization"]
-    x = predict.normalize(torch.from_numpy(images).permute(0, 3, 1, 2), norm["mean"], norm["std"])
+    x = recipe.normalize(torch.from_numpy(images).permute(0, 3, 1, 2), norm["mean"], norm["std"])
     x = x.contiguous()
     with torch.inference_mode():
         reference = batched(lambda b: net(b.contiguous(memory_format=torch.channels_last)), x)

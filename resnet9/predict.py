@@ -19,7 +19,8 @@ How an image becomes the network's input (:func:`prepare`), with Pillow:
 3. the largest centred square is cropped and resized to 32x32 with Pillow's antialiased bicubic
    filter (``ImageOps.fit``): the aspect ratio is kept and the borders of non-square images are
    cut off. A 32x32 RGB image passes unchanged;
-4. scaled to [0, 1] and normalized per channel with the model file's mean and std.
+4. scaled to [0, 1] and normalized per channel with the model file's mean and std
+   (:func:`resnet9.recipe.normalize`).
 
 Exit status: 0 every image predicted; 1 at least one image could not be read (each gets one
 line on stderr naming the file and the reason; the others are still predicted); 2 bad arguments;
@@ -82,20 +83,13 @@ def prepare(path: Path | str, size: Sequence[int] = recipe.INPUT_SIZE) -> Image.
     return ImageOps.fit(rgb, (width, height), method=Image.Resampling.BICUBIC)
 
 
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(N, 3, H, W) uint8 RGB -> float32 scaled to [0, 1] and normalized per channel:
-    ``(pixel / 255 - mean) / std``, with the model file's ``mean`` and ``std``."""
-    from torchvision.transforms.v2 import functional as F
-
-    return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
-
-
 def to_tensor(images: Sequence[Image.Image], mean: Sequence[float],
               std: Sequence[float]) -> torch.Tensor:
-    """RGB PIL images of equal size -> (N, 3, H, W) float32, normalized (:func:`normalize`)."""
+    """RGB PIL images of equal size -> (N, 3, H, W) float32, normalized
+    (:func:`resnet9.recipe.normalize`)."""
     from torchvision.transforms.v2 import functional as F
 
-    return normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
+    return recipe.normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ same network, optimizer, loss and augmentation as training does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -166,6 +167,14 @@ def save_trained(path: Path | str, net: nn.Module, model_params: ModelParams, **
         "input_size": list(INPUT_SIZE),
         **extra,
     })
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(N, 3, H, W) uint8 RGB -> float32 scaled to [0, 1] and normalized per channel:
+    ``(pixel / 255 - mean) / std``, with a model file's ``normalization`` mean and std."""
+    from torchvision.transforms.v2 import functional as F
+
+    return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
 
 
 def _first_line(err: BaseException, limit: int = 120) -> str:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, colour_arrays
-from resnet9 import export, predict, recipe
+from resnet9 import export, recipe
 
 CPU = torch.device("cpu")
 
@@ -50,7 +50,7 @@ def test_exports_agree_with_torch_eager(exported):
 def _inputs(saved, n, seed=3):
     images, _ = colour_arrays(n, seed=seed)
     norm = saved["normalization"]
-    return predict.normalize(torch.from_numpy(images).permute(0, 3, 1, 2), norm["mean"],
+    return recipe.normalize(torch.from_numpy(images).permute(0, 3, 1, 2), norm["mean"],
                              norm["std"])
 
 
