@@ -48,9 +48,8 @@ def set_params(repo: Path, **changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, cifar_npz) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
+def copy_project(repo: Path) -> Path:
+    """Copy the project's pipeline files (not data, metrics or plots) into ``repo``."""
     for rel in PROJECT:
         src, dst = ROOT / rel, repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -58,15 +57,26 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
+    return repo
+
+
+def commit_all(repo: Path, message: str) -> None:
+    """``git add -A`` and commit (nothing to commit is fine)."""
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    sh(repo, *git, "add", "-A")
+    sh(repo, *git, "commit", "-qm", message, check=False)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, cifar_npz) -> Path:
+    repo = copy_project(tmp_path_factory.mktemp("pipeline"))
     set_params(repo,
                data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 1000},
                model={"width_multiplier": 0.25},
                lr_find={"num_iter": 30},
                train={"epochs": 2, "peak_epoch": 1, "batch_size": 128})
     sh(repo, "git", "init", "-q")
-    sh(repo, "git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A")
-    sh(repo, "git", "-c", "user.email=ci@example.com", "-c", "user.name=ci",
-       "commit", "-qm", "project")
+    commit_all(repo, "project")
     first = sh(repo, "dvc", "repro")
     assert ran(first) == set(STAGES), first.stdout
     return repo
@@ -164,17 +174,11 @@ def test_deleted_outputs_come_back_from_the_cache_without_retraining(repo):
     assert ran(sh(repo, "dvc", "repro")) == set()
 
 
-def _commit_all(repo: Path, message: str) -> None:
-    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
-    sh(repo, *git, "add", "-A")
-    sh(repo, *git, "commit", "-qm", message, check=False)  # nothing to commit is fine
-
-
 def test_push_to_a_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
-    _commit_all(repo, "run")
+    commit_all(repo, "run")
     sh(repo, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
     sh(repo, "dvc", "push")
-    _commit_all(repo, "remote")
+    commit_all(repo, "remote")
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     assert not (clone / "data/model.pt").exists()
@@ -185,9 +189,11 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
 
 
 def test_queued_experiments_both_appear_in_exp_show(repo):
-    _commit_all(repo, "before experiments")
+    commit_all(repo, "before experiments")
+    names = []
     for lr in ("0.003", "0.03"):
-        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}")
+        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}").stdout
+        names.append(queued.split("Queued experiment '")[1].split("'")[0])
     sh(repo, "dvc", "queue", "start", "-j", "1")
     deadline = time.monotonic() + 600
     while True:
@@ -197,6 +203,11 @@ def test_queued_experiments_both_appear_in_exp_show(repo):
         assert time.monotonic() < deadline, status
         time.sleep(3)
     assert "Failed" not in status, status + sh(repo, "dvc", "queue", "logs", "-a", check=False).stdout
+    # A queued run executes in a copy under .dvc/tmp/exps/, yet keeps its checkpoint in the
+    # workspace's .cache/checkpoints/ ($DVC_ROOT), where the same command queued again finds it.
+    for name in names:
+        log = sh(repo, "dvc", "queue", "logs", name).stdout
+        assert f"train: no checkpoint {repo}/.cache/checkpoints/" in log, log[-3000:]
     rows = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     found = {}
     for commit in rows:
