@@ -1,5 +1,5 @@
-"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, plots/train_history.csv,
-plots/lr_schedule.csv. With train.nproc_per_node > 1 it relaunches itself under torchrun
+"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, metrics/train.json,
+plots/train_history.csv, plots/lr_schedule.csv. With train.nproc_per_node > 1 it relaunches itself under torchrun
 (DistributedDataParallel); rank 0 writes the outputs.
 
 An interrupted single-process run resumes from its checkpoint in .cache/checkpoints/ (not a
@@ -15,7 +15,7 @@ import torch
 from resnet9 import (artifacts, checkpoint, cli, data, distributed, engine, params, precision,
                      recipe, schedule)
 from resnet9.data import DATASET_DIR, META_FILE
-from resnet9.recipe import MODEL_FILE
+from resnet9.recipe import MODEL_FILE, TRAIN_METRICS
 
 
 def main() -> None:
@@ -97,11 +97,21 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
                         pd.DataFrame([dataclasses.asdict(h) for h in result.history]))
     artifacts.write_csv("plots/lr_schedule.csv",
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
+    last = result.history[-1]
+    metrics = {  # metrics/train.json, built here only: the LRs this run used and how it went
+        "max_lr": max_lr,
+        "min_lr": max_lr / train_p.div_factor,
+        "train_loss": last.train_loss,  # last epoch, mean cross-entropy per image
+        "train_acc": last.train_acc,  # last epoch, top-1 fraction on augmented images
+        "train_seconds": seconds,  # every epoch's wall time (training + test pass)
+        "images_per_s": len(train) * world * train_p.epochs / seconds,  # training images
+    }
+    artifacts.write_json(TRAIN_METRICS, metrics)
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
-    last = result.history[-1]
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
-        f"{seconds:.1f} s; wrote {MODEL_FILE}, plots/train_history.csv, plots/lr_schedule.csv")
+        f"{seconds:.1f} s ({metrics['images_per_s']:.0f} images/s); wrote {MODEL_FILE}, "
+        f"{TRAIN_METRICS}, plots/train_history.csv, plots/lr_schedule.csv")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -27,14 +28,29 @@ PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/
 STAGES = ["download", "lr_find", "train", "evaluate", "analyze"]
 
 
-def sh(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def sh(repo: Path, *args: str, check: bool = True, **env_extra: str
+       ) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
+           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **env_extra}
     proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix``, without its comment, split as a
+    shell splits it: what a user copies."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(prefix):
+            return shlex.split(line, comments=True)
+    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+
+
+def table_header(table: str) -> list[str]:
+    """The column names of a table that `dvc exp show` printed."""
+    return next(line for line in table.splitlines() if "Experiment" in line).split()
 
 
 def ran(proc: subprocess.CompletedProcess) -> set[str]:
@@ -84,11 +100,14 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
 
 def test_every_declared_output_exists_and_parses(repo):
     lr = json.loads((repo / "metrics/lr_find.json").read_text())
-    assert lr["max_lr"] > 0 and lr["min_lr"] == pytest.approx(lr["max_lr"] / 10)
+    assert sorted(lr) == ["min_loss_lr", "rule", "steepest_lr", "suggested_max_lr",
+                          "suggested_min_lr"]
+    assert lr["suggested_max_lr"] > 0
+    assert lr["suggested_min_lr"] == pytest.approx(lr["suggested_max_lr"] / 10)
     assert lr["rule"] == "min_loss_fraction"  # the shipped default
     finder = pd.read_csv(repo / "plots/lr_find.csv")
     assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
-    assert (finder.suggested_max_lr == lr["max_lr"]).all()  # marked on the page's chart
+    assert (finder.suggested_max_lr == lr["suggested_max_lr"]).all()  # marked on the chart
     assert finder.lr.iloc[0] == pytest.approx(1e-7)
 
     history = pd.read_csv(repo / "plots/train_history.csv")
@@ -98,14 +117,22 @@ def test_every_declared_output_exists_and_parses(repo):
     assert history[["train_acc", "test_acc"]].stack().between(0, 1).all()
     schedule = pd.read_csv(repo / "plots/lr_schedule.csv")
     assert len(schedule) == 2 * 16 and list(schedule.columns) == ["step", "lr"]
+    trained = json.loads((repo / "metrics/train.json").read_text())
+    assert trained["max_lr"] == lr["suggested_max_lr"]  # max_lr: auto takes the suggestion
+    assert trained["min_lr"] == pytest.approx(trained["max_lr"] / 10)
+    assert trained["train_loss"] == pytest.approx(history.train_loss.iloc[-1])
+    assert trained["train_acc"] == pytest.approx(history.train_acc.iloc[-1])
+    assert trained["train_seconds"] == pytest.approx(history.seconds.sum())
+    assert trained["images_per_s"] == pytest.approx(2 * 2000 / history.seconds.sum())
 
     ev = json.loads((repo / "metrics/evaluate.json").read_text())
     assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0
-    assert len(ev["per_class"]) == 10 and "airplane" in ev["per_class"]
+    assert sorted(ev) == ["accuracy", "loss", "test_images", "tta_accuracy"]  # no per-class
     confusion = pd.read_csv(repo / "plots/confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 1000
     assert (confusion.actual == confusion.predicted).mean() == pytest.approx(ev["accuracy"])
-    assert len(pd.read_csv(repo / "plots/per_class.csv")) == 10
+    per_class = pd.read_csv(repo / "plots/per_class.csv")
+    assert list(per_class.columns) == ["class", "accuracy"] and len(per_class) == 10
 
     saved = torch.load(repo / "data/model.pt", weights_only=True)
     assert saved["model_params"] == {"width_multiplier": 0.25}
@@ -135,6 +162,7 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     sh(repo, *git, "add", "-A")
     sh(repo, *git, "commit", "-qm", "baseline run")
     before = json.loads((repo / "metrics/evaluate.json").read_text())
+    before_lr = json.loads((repo / "metrics/lr_find.json").read_text())["suggested_max_lr"]
     set_params(repo, train={"max_lr": 0.02})
     proc = sh(repo, "dvc", "repro")
     assert ran(proc) == {"train", "evaluate", "analyze"}
@@ -146,6 +174,8 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     assert changed["accuracy"]["old"] == pytest.approx(before["accuracy"])
     assert changed["accuracy"]["new"] == pytest.approx(after["accuracy"])
     assert after["accuracy"] != before["accuracy"]
+    trained = diff["metrics/train.json"]["max_lr"]  # the LR each run trained with
+    assert trained["old"] == pytest.approx(before_lr) and trained["new"] == 0.02
     params_diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["train.max_lr"] == {"old": "auto", "new": 0.02}
 
@@ -221,3 +251,19 @@ def test_queued_experiments_both_appear_in_exp_show(repo):
                 if lr is not None and acc is not None:
                     found[lr] = acc
     assert {0.003, 0.03} <= set(found), json.dumps(rows)[:3000]
+
+
+def test_exp_show_fits_120_columns_and_the_readme_narrowing_command_narrows(repo):
+    """After the queued experiments (they differ in train.max_lr only)."""
+    changed = sh(repo, "dvc", "exp", "show", "--only-changed", "--no-pager", COLUMNS="120").stdout
+    assert max(map(len, changed.splitlines())) <= 120, changed
+    # the test accuracy first; the rest folds into "…" at the right edge
+    assert table_header(changed)[:7] == ["Experiment", "Created", "accuracy", "loss",
+                                         "tta_accuracy", "max_lr", "min_lr"], changed
+    assert "per_class" not in changed
+
+    narrow = sh(repo, *readme_command("dvc exp show --drop"), "--no-pager", COLUMNS="120").stdout
+    assert table_header(narrow) == ["Experiment", "accuracy", "tta_accuracy", "max_lr",
+                                    "train.max_lr"], narrow
+    assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 120, narrow
+
