@@ -267,3 +267,34 @@ def test_exp_show_fits_120_columns_and_the_readme_narrowing_command_narrows(repo
                                     "train.max_lr"], narrow
     assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 120, narrow
 
+
+def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz):
+    """`make quick` as the README documents it, shrunk further through EXTRA (applied last) so
+    that it fits CI: 1,000 training images, width 0.125, 2 epochs."""
+    venv = Path(sys.prefix)
+    stamp = subprocess.run(["cksum"], stdin=(ROOT / "requirements.txt").open(),
+                           capture_output=True, text=True).stdout.split()[0]
+    if not (venv / f".installed-{stamp}").exists():
+        pytest.skip(f"{venv} was not installed by `make install` (no .installed-{stamp})")
+    repo = copy_project(tmp_path / "quick")
+    for rel in ("Makefile", "requirements.txt"):
+        shutil.copy2(ROOT / rel, repo / rel)
+    sh(repo, "git", "init", "-q")
+    (repo / ".venv").symlink_to(venv)  # make finds its install stamp there
+    (repo / ".git/info/exclude").write_text(".venv\n")  # .gitignore's .venv/ skips links
+    commit_all(repo, "project")
+    extra = ("-S data.train_subset=1000 -S data.test_subset=200 -S model.width_multiplier=0.125 "
+             "-S lr_find.num_iter=10 -S train.epochs=2 -S train.peak_epoch=1")
+    proc = sh(repo, "make", "quick", "SEED=2", f"SOURCE={cifar_npz}", f"EXTRA={extra}")
+    assert ran(proc) == set(STAGES), proc.stdout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["train"] | {"seed": 2, "max_lr": 0.008, "batch_size": 256, "epochs": 2} \
+        == params["train"]  # the quick settings, then EXTRA's
+    assert params["data"]["source"] == str(cifar_npz)
+    assert params["model"]["width_multiplier"] == 0.125
+    history = pd.read_csv(repo / "plots/train_history.csv")
+    assert history.epoch.tolist() == [1, 2]
+    assert json.loads((repo / "metrics/train.json").read_text())["max_lr"] == 0.008
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    assert any(exp.get("name") for commit in shown for exp in commit.get("experiments") or []), \
+        json.dumps(shown)[:2000]  # the run is an experiment, listed by `dvc exp show`
