@@ -1,31 +1,80 @@
-"""Per-epoch training checkpoints, so an interrupted run resumes instead of starting over.
+"""Training checkpoints, so an interrupted run resumes instead of starting over.
 
-A checkpoint holds the model, Adam, OneCycleLR and GradScaler states, every RNG the run draws from (torch,
-NumPy, Python, the loader's shuffling generator, albumentations' generators), the history so
-far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
-A checkpoint whose fingerprint differs from the current run's is ignored, so a changed param
-never resumes from a stale state. On CPU a resumed run ends bit-identical to an uninterrupted
-one with the same seed.
+A checkpoint holds the model, Adam, OneCycleLR and GradScaler states, every RNG the run draws
+from (torch, NumPy, Python, the loader's shuffling generator, albumentations' generators), the
+history so far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
+On CPU a resumed run ends bit-identical to an uninterrupted one with the same seed.
+
+Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (git-ignored, not a DVC output).
+The project root is ``$DVC_ROOT``, which DVC sets for every stage command to the workspace's
+root, also for ``dvc exp run --queue`` / ``--temp`` runs that execute in a copy under
+``.dvc/tmp/exps/``; without DVC (``python -m stages.train``) it is the working directory. Being
+outside DVC's outputs, a checkpoint is neither restored nor removed by ``dvc exp run``'s
+checkout, and being keyed by the fingerprint, a changed param or dataset never resumes from a
+stale state. The run deletes its checkpoint once it completes.
+
+When: at most once per :data:`EVERY_S` seconds of training (``$RESNET9_CHECKPOINT_EVERY_S``
+overrides it; 0 = after every epoch), never after the final epoch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import random
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from resnet9 import artifacts
+from resnet9 import PipelineError, artifacts
 from resnet9.engine import EpochStats, FitResult
+
+CACHE_DIR = Path(".cache/checkpoints")  # under the project root; .gitignore lists .cache/
+EVERY_S = 60.0  # default: seconds of training between two checkpoint writes
+EVERY_S_ENV = "RESNET9_CHECKPOINT_EVERY_S"
+ROOT_ENV = "DVC_ROOT"  # set by DVC for stage commands: the workspace root
 
 
 def fingerprint(**things: Any) -> str:
-    """SHA-256 of ``things`` as canonical JSON (what must match for a resume)."""
+    """SHA-256 (64 hex digits) of ``things`` as canonical JSON: what must match for a resume."""
     return hashlib.sha256(json.dumps(things, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def directory(env: Mapping[str, str] = os.environ) -> Path:
+    """The checkpoint directory: ``$DVC_ROOT/.cache/checkpoints``, else ``.cache/checkpoints``
+    relative to the working directory (the project root when a stage runs)."""
+    root = env.get(ROOT_ENV)
+    return Path(root) / CACHE_DIR if root else CACHE_DIR
+
+
+def path_for(fp: str, env: Mapping[str, str] = os.environ) -> Path:
+    """The checkpoint file of the run with fingerprint ``fp`` (its first 16 hex digits)."""
+    return directory(env) / f"{fp[:16]}.pt"
+
+
+def every_s(env: Mapping[str, str] = os.environ) -> float:
+    """Seconds of training between checkpoint writes: ``$RESNET9_CHECKPOINT_EVERY_S`` or
+    :data:`EVERY_S`.
+
+    Raises:
+        PipelineError: the variable is not a number >= 0.
+    """
+    raw = env.get(EVERY_S_ENV)
+    if raw is None or raw == "":
+        return EVERY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise PipelineError(f"{EVERY_S_ENV}: {raw!r} is not allowed; expected a number of "
+                            "seconds >= 0 (0 = a checkpoint after every epoch)")
+    return value
 
 
 def _transform_states(transform) -> list:
@@ -59,6 +108,39 @@ def save(path: Path | str, *, epoch: int, fp: str, model, optimizer, scheduler,
     })
 
 
+class Saver:
+    """``on_epoch_end`` for :func:`resnet9.engine.fit`: writes the run's checkpoint to ``path``
+    when at least ``every_s`` seconds (of ``clock``) have passed since the last write or since
+    the saver was made, and never after the final epoch (the run completes then).
+
+    ``state`` holds the keyword arguments of :func:`save` other than ``epoch`` and ``result``.
+    """
+
+    def __init__(self, path: Path | str, epochs: int, every_s: float,
+                 clock: Callable[[], float] = time.monotonic, **state: Any) -> None:
+        self.path, self.epochs, self.every_s, self.clock = Path(path), epochs, every_s, clock
+        self.state = state
+        self.last = clock()
+        self.writes = 0
+
+    def __call__(self, epoch: int, result: FitResult) -> None:
+        if epoch + 1 >= self.epochs or self.clock() - self.last < self.every_s:
+            return
+        save(self.path, epoch=epoch, result=result, **self.state)
+        self.last = self.clock()
+        self.writes += 1
+
+
+def discard(path: Path | str) -> None:
+    """Delete the checkpoint at ``path`` (a completed run's), and its directory if now empty."""
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:  # not empty (other runs' checkpoints) or absent
+        pass
+
+
 def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
            generator: torch.Generator, transform, ema=None,
            scaler: torch.amp.GradScaler | None = None) -> tuple[int, FitResult | None, str]:
@@ -69,7 +151,7 @@ def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
     """
     path = Path(path)
     if not path.is_file():
-        return 0, None, "no checkpoint; training from scratch"
+        return 0, None, f"no checkpoint {path} for these params and data; training from scratch"
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a torn or foreign file is not worth dying for: start over

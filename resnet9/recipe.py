@@ -18,6 +18,8 @@ from resnet9.params import ModelParams, ParamsError, TrainParams
 
 MODEL_FILE = Path("data/model.pt")
 LR_FIND_METRICS = Path("metrics/lr_find.json")
+SUGGESTED_MAX_LR = "suggested_max_lr"  # the LR range test's pick, a key of LR_FIND_METRICS
+TRAIN_METRICS = Path("metrics/train.json")
 
 
 def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
@@ -123,15 +125,16 @@ def test_loader(split: data.Split, batch_size: int, device: torch.device,
 
 
 def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_METRICS) -> float:
-    """``train.max_lr``, or the LR range test's pick when it is ``auto``.
+    """``train.max_lr``, or the LR range test's pick (``suggested_max_lr``) when it is ``auto``.
 
     Raises:
-        ParamsError: ``auto`` but ``metrics/lr_find.json`` is missing or has no ``max_lr``.
+        ParamsError: ``auto`` but ``metrics/lr_find.json`` is missing or has no
+            ``suggested_max_lr``.
     """
     if train_params.max_lr != "auto":
         return float(train_params.max_lr)
     try:
-        return float(artifacts.read_json(lr_find_metrics)["max_lr"])
+        return float(artifacts.read_json(lr_find_metrics)[SUGGESTED_MAX_LR])
     except (FileNotFoundError, KeyError, ValueError) as err:
         raise ParamsError(
             f"train.max_lr: 'auto' needs the LR range test's result in {lr_find_metrics} "

@@ -1,4 +1,7 @@
-"""Stage lr_find: LR range test -> metrics/lr_find.json, plots/lr_find.{csv,png}."""
+"""Stage lr_find: LR range test -> metrics/lr_find.json, plots/lr_find.{csv,png}.
+
+Its pick is a suggestion (``suggested_max_lr``): train uses it only when ``train.max_lr`` is
+``auto``, and writes the LR it actually used to metrics/train.json."""
 
 import pandas as pd
 
@@ -30,13 +33,13 @@ def main() -> None:
     artifacts.save_figure("plots/lr_find.png",
                           figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
     artifacts.write_json(LR_FIND_METRICS, {
-        "max_lr": pick.max_lr,
-        "min_lr": pick.max_lr / train_p.div_factor,
+        "suggested_max_lr": pick.max_lr,
+        "suggested_min_lr": pick.max_lr / train_p.div_factor,
         "rule": pick.rule,
         "steepest_lr": pick.steepest_lr,
         "min_loss_lr": pick.min_loss_lr,
     })
-    print(f"lr_find: max_lr = {pick.max_lr:.4g} ({pick.rule}), min_lr = "
+    print(f"lr_find: suggested max_lr = {pick.max_lr:.4g} ({pick.rule}), min_lr = "
           f"{pick.max_lr / train_p.div_factor:.4g}; wrote {LR_FIND_METRICS}, "
           "plots/lr_find.csv, plots/lr_find.png")
 

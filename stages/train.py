@@ -1,7 +1,10 @@
-"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, data/checkpoint.pt,
-metrics/train.json (provenance), plots/train_history.csv, plots/lr_schedule.csv. With
-train.nproc_per_node > 1 it relaunches itself under torchrun (DistributedDataParallel); rank 0
-writes the outputs."""
+"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, metrics/train.json (the LRs used,
+final train loss and accuracy, speed, provenance), plots/train_history.csv,
+plots/lr_schedule.csv. With train.nproc_per_node > 1 it relaunches itself under torchrun
+(DistributedDataParallel); rank 0 writes the outputs.
+
+An interrupted single-process run resumes from its checkpoint in .cache/checkpoints/ (not a
+DVC output; resnet9/checkpoint.py says where and when), deleted once the run completes."""
 
 import dataclasses
 import sys
@@ -13,10 +16,7 @@ import torch
 from resnet9 import (artifacts, checkpoint, cli, data, distributed, engine, params, precision,
                      provenance, recipe, schedule)
 from resnet9.data import DATASET_DIR, META_FILE
-from resnet9.recipe import MODEL_FILE
-
-CHECKPOINT = "data/checkpoint.pt"  # persist: true in dvc.yaml, so an interrupted run resumes
-TRAIN_METRICS = "metrics/train.json"  # provenance of the run (resnet9.provenance.collect)
+from resnet9.recipe import MODEL_FILE, TRAIN_METRICS
 
 
 def main() -> None:
@@ -36,6 +36,7 @@ def main() -> None:
 
 def run(model_p, train_p, device, max_lr, rank, world) -> None:
     main_rank = rank == 0
+    every_s = checkpoint.every_s()  # checked before any work
     train, test = data.load_dataset(DATASET_DIR)
     if world > 1:  # equal shards, so every rank takes the same number of steps
         train = distributed.shard(train, rank, world, seed=train_p.seed)
@@ -61,10 +62,14 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     state = dict(model=net, optimizer=opt, scheduler=sched, generator=generator, ema=ema,
                  scaler=amp.scaler,
                  transform=getattr(getattr(train_loader, "dataset", None), "transform", None))
+    ckpt = checkpoint.path_for(fp)
     if world == 1:
-        start, result, how = checkpoint.resume(CHECKPOINT, fp=fp, **state)
-    else:  # per-rank RNG streams are not checkpointed: start over
+        start, result, how = checkpoint.resume(ckpt, fp=fp, **state)
+        on_epoch_end = checkpoint.Saver(ckpt, train_p.epochs, every_s, fp=fp,
+                                        **state)
+    else:  # per-rank RNG streams are not checkpointed: start over, write none
         start, result, how = 0, None, f"{world} processes: no resume, training from scratch"
+        on_epoch_end = None
     log = print if main_rank else (lambda *a, **k: None)
     log(f"train: {how}")
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
@@ -75,8 +80,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
         trained, train_loader, test_loader, opt, sched, recipe.criterion(train_p), device,
         train_p.epochs, start_epoch=start, result=result, ema=ema, show=main_rank,
         eval_model=evaluated, precision=amp,  # eval_model: not the DDP wrapper
-        on_epoch_end=lambda epoch, res: main_rank and checkpoint.save(
-            CHECKPOINT, epoch=epoch, fp=fp, result=res, **state))
+        on_epoch_end=on_epoch_end)
     if not main_rank:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
@@ -86,15 +90,28 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     recipe.save_trained(MODEL_FILE, evaluated, model_p, train_params=train_p.model_dump(),
                         max_lr=max_lr, train_seconds=seconds,
                         wall_seconds_this_run=time.perf_counter() - t0, provenance=prov)
-    artifacts.write_json(TRAIN_METRICS, prov)
     artifacts.write_csv("plots/train_history.csv",
                         pd.DataFrame([dataclasses.asdict(h) for h in result.history]))
     artifacts.write_csv("plots/lr_schedule.csv",
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
     last = result.history[-1]
+    metrics = {  # metrics/train.json, built here only: the LRs this run used and how it went
+        "max_lr": max_lr,
+        "min_lr": max_lr / train_p.div_factor,
+        "train_loss": last.train_loss,  # last epoch, mean cross-entropy per image
+        "train_acc": last.train_acc,  # last epoch, top-1 fraction on augmented images
+        "train_seconds": seconds,  # every epoch's wall time (training + test pass)
+        "images_per_s": len(train) * world * train_p.epochs / seconds,  # training images
+        # Where the model came from. The params are left out here (DVC records them already,
+        # and `dvc exp show` would list each twice); model.pt keeps all of it (predict --info).
+        "provenance": {k: v for k, v in prov.items() if k not in ("params", "train_seconds")},
+    }
+    artifacts.write_json(TRAIN_METRICS, metrics)
+    if world == 1:
+        checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
-        f"{seconds:.1f} s; wrote {MODEL_FILE}, {TRAIN_METRICS}, plots/train_history.csv, "
-        "plots/lr_schedule.csv")
+        f"{seconds:.1f} s ({metrics['images_per_s']:.0f} images/s); wrote {MODEL_FILE}, "
+        f"{TRAIN_METRICS}, plots/train_history.csv, plots/lr_schedule.csv")
 
 
 if __name__ == "__main__":

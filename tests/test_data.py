@@ -75,7 +75,8 @@ def test_truncated_archive(tmp_path):
 
 
 def test_unreachable_url_says_how_to_go_offline():
-    with pytest.raises(DataError, match=r"cannot download .*Set data.source to a local"):
+    with pytest.raises(DataError, match=r"cannot download .*Set data.source to a local.*"
+                                        r"`make quick SOURCE=\.\./shared/data/cifar10\.npz`"):
         data.load_source("http://127.0.0.1:9/cifar-10-python.tar.gz")
 
 

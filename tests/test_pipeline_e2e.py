@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -30,15 +31,29 @@ STAGES = ["download", "lr_find", "train", "evaluate", "analyze", "export"]
 MODEL_NAME = "resnet9-cifar10"  # dvc.yaml artifacts
 
 
-def sh(repo: Path, *args: str, check: bool = True,
-       **extra_env: str) -> subprocess.CompletedProcess:
+def sh(repo: Path, *args: str, check: bool = True, **env_extra: str
+       ) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **extra_env}
+           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **env_extra}
     proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix``, without its comment, split as a
+    shell splits it: what a user copies."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(prefix):
+            return shlex.split(line, comments=True)
+    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+
+
+def table_header(table: str) -> list[str]:
+    """The column names of a table that `dvc exp show` printed."""
+    return next(line for line in table.splitlines() if "Experiment" in line).split()
 
 
 def ran(proc: subprocess.CompletedProcess) -> set[str]:
@@ -52,9 +67,8 @@ def set_params(repo: Path, **changes: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory, cifar_npz) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
+def copy_project(repo: Path) -> Path:
+    """Copy the project's pipeline files (not data, metrics or plots) into ``repo``."""
     for rel in PROJECT:
         src, dst = ROOT / rel, repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -62,15 +76,26 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
+    return repo
+
+
+def commit_all(repo: Path, message: str) -> None:
+    """``git add -A`` and commit (nothing to commit is fine)."""
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    sh(repo, *git, "add", "-A")
+    sh(repo, *git, "commit", "-qm", message, check=False)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, cifar_npz) -> Path:
+    repo = copy_project(tmp_path_factory.mktemp("pipeline"))
     set_params(repo,
                data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 1000},
                model={"width_multiplier": 0.25},
                lr_find={"num_iter": 30},
                train={"epochs": 2, "peak_epoch": 1, "batch_size": 128})
     sh(repo, "git", "init", "-q")
-    sh(repo, "git", "-c", "user.email=ci@example.com", "-c", "user.name=ci", "add", "-A")
-    sh(repo, "git", "-c", "user.email=ci@example.com", "-c", "user.name=ci",
-       "commit", "-qm", "project")
+    commit_all(repo, "project")
     first = sh(repo, "dvc", "repro")
     assert ran(first) == set(STAGES), first.stdout
     return repo
@@ -78,11 +103,14 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
 
 def test_every_declared_output_exists_and_parses(repo):
     lr = json.loads((repo / "metrics/lr_find.json").read_text())
-    assert lr["max_lr"] > 0 and lr["min_lr"] == pytest.approx(lr["max_lr"] / 10)
+    assert sorted(lr) == ["min_loss_lr", "rule", "steepest_lr", "suggested_max_lr",
+                          "suggested_min_lr"]
+    assert lr["suggested_max_lr"] > 0
+    assert lr["suggested_min_lr"] == pytest.approx(lr["suggested_max_lr"] / 10)
     assert lr["rule"] == "min_loss_fraction"  # the shipped default
     finder = pd.read_csv(repo / "plots/lr_find.csv")
     assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
-    assert (finder.suggested_max_lr == lr["max_lr"]).all()  # marked on the page's chart
+    assert (finder.suggested_max_lr == lr["suggested_max_lr"]).all()  # marked on the chart
     assert finder.lr.iloc[0] == pytest.approx(1e-7)
 
     history = pd.read_csv(repo / "plots/train_history.csv")
@@ -92,26 +120,36 @@ def test_every_declared_output_exists_and_parses(repo):
     assert history[["train_acc", "test_acc"]].stack().between(0, 1).all()
     schedule = pd.read_csv(repo / "plots/lr_schedule.csv")
     assert len(schedule) == 2 * 16 and list(schedule.columns) == ["step", "lr"]
+    trained = json.loads((repo / "metrics/train.json").read_text())
+    assert trained["max_lr"] == lr["suggested_max_lr"]  # max_lr: auto takes the suggestion
+    assert trained["min_lr"] == pytest.approx(trained["max_lr"] / 10)
+    assert trained["train_loss"] == pytest.approx(history.train_loss.iloc[-1])
+    assert trained["train_acc"] == pytest.approx(history.train_acc.iloc[-1])
+    assert trained["train_seconds"] == pytest.approx(history.seconds.sum())
+    assert trained["images_per_s"] == pytest.approx(2 * 2000 / history.seconds.sum())
 
     ev = json.loads((repo / "metrics/evaluate.json").read_text())
     assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0
-    assert len(ev["per_class"]) == 10 and "airplane" in ev["per_class"]
+    assert sorted(ev) == ["accuracy", "loss", "test_images", "tta_accuracy"]  # no per-class
     confusion = pd.read_csv(repo / "plots/confusion.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 1000
     assert (confusion.actual == confusion.predicted).mean() == pytest.approx(ev["accuracy"])
-    assert len(pd.read_csv(repo / "plots/per_class.csv")) == 10
+    per_class = pd.read_csv(repo / "plots/per_class.csv")
+    assert list(per_class.columns) == ["class", "accuracy"] and len(per_class) == 10
 
     saved = torch.load(repo / "data/model.pt", weights_only=True)
     assert saved["model_params"] == {"width_multiplier": 0.25}
     assert saved["classes"][9] == "truck"
     meta = json.loads((repo / "data/cifar10/meta.json").read_text())
     assert meta["counts"] == {"train": 2000, "test": 1000}
-    provenance = json.loads((repo / "metrics/train.json").read_text())
-    assert provenance == saved["provenance"]
+    provenance = json.loads((repo / "metrics/train.json").read_text())["provenance"]
+    assert provenance == {k: v for k, v in saved["provenance"].items()
+                          if k not in ("params", "train_seconds")}
     assert provenance["git_commit"] == sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     assert provenance["git_dirty"] is False  # only pipeline outputs changed since the commit
     assert provenance["dataset_sha256"] == meta["sha256"]
-    assert provenance["params"]["train"]["epochs"] == 2 and provenance["train_seconds"] > 0
+    assert saved["provenance"]["params"]["train"]["epochs"] == 2
+    assert saved["provenance"]["train_seconds"] > 0
 
     export = json.loads((repo / "metrics/export.json").read_text())
     assert export["images"] == 1000
@@ -142,6 +180,7 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     sh(repo, *git, "add", "-A")
     sh(repo, *git, "commit", "-qm", "baseline run")
     before = json.loads((repo / "metrics/evaluate.json").read_text())
+    before_lr = json.loads((repo / "metrics/lr_find.json").read_text())["suggested_max_lr"]
     set_params(repo, train={"max_lr": 0.02})
     proc = sh(repo, "dvc", "repro")
     assert ran(proc) == {"train", "evaluate", "analyze", "export"}
@@ -153,6 +192,8 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     assert changed["accuracy"]["old"] == pytest.approx(before["accuracy"])
     assert changed["accuracy"]["new"] == pytest.approx(after["accuracy"])
     assert after["accuracy"] != before["accuracy"]
+    trained = diff["metrics/train.json"]["max_lr"]  # the LR each run trained with
+    assert trained["old"] == pytest.approx(before_lr) and trained["new"] == 0.02
     params_diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["train.max_lr"] == {"old": "auto", "new": 0.02}
 
@@ -181,17 +222,11 @@ def test_deleted_outputs_come_back_from_the_cache_without_retraining(repo):
     assert ran(sh(repo, "dvc", "repro")) == set()
 
 
-def _commit_all(repo: Path, message: str) -> None:
-    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
-    sh(repo, *git, "add", "-A")
-    sh(repo, *git, "commit", "-qm", message, check=False)  # nothing to commit is fine
-
-
 def test_push_to_a_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
-    _commit_all(repo, "run")
+    commit_all(repo, "run")
     sh(repo, "dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote"))
     sh(repo, "dvc", "push")
-    _commit_all(repo, "remote")
+    commit_all(repo, "remote")
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     assert not (clone / "data/model.pt").exists()
@@ -226,13 +261,17 @@ def test_the_registered_model_comes_with_dvc_artifacts_get_and_predicts(repo, tm
     confusion = pd.read_csv(repo / "plots/confusion.csv")
     assert predicted == confusion.predicted.iloc[:3].tolist()
     info = json.loads(sh(elsewhere, *python, "--info", "--json", PYTHONPATH=str(ROOT)).stdout)
-    assert info["provenance"] == json.loads((repo / "metrics/train.json").read_text())
+    recorded = json.loads((repo / "metrics/train.json").read_text())["provenance"]
+    assert {k: v for k, v in info["provenance"].items()
+            if k not in ("params", "train_seconds")} == recorded
 
 
 def test_queued_experiments_both_appear_in_exp_show(repo):
-    _commit_all(repo, "before experiments")
+    commit_all(repo, "before experiments")
+    names = []
     for lr in ("0.003", "0.03"):
-        sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}")
+        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}").stdout
+        names.append(queued.split("Queued experiment '")[1].split("'")[0])
     sh(repo, "dvc", "queue", "start", "-j", "1")
     deadline = time.monotonic() + 600
     while True:
@@ -242,6 +281,11 @@ def test_queued_experiments_both_appear_in_exp_show(repo):
         assert time.monotonic() < deadline, status
         time.sleep(3)
     assert "Failed" not in status, status + sh(repo, "dvc", "queue", "logs", "-a", check=False).stdout
+    # A queued run executes in a copy under .dvc/tmp/exps/, yet keeps its checkpoint in the
+    # workspace's .cache/checkpoints/ ($DVC_ROOT), where the same command queued again finds it.
+    for name in names:
+        log = sh(repo, "dvc", "queue", "logs", name).stdout
+        assert f"train: no checkpoint {repo}/.cache/checkpoints/" in log, log[-3000:]
     rows = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     found = {}
     for commit in rows:
@@ -255,3 +299,52 @@ def test_queued_experiments_both_appear_in_exp_show(repo):
                 if lr is not None and acc is not None:
                     found[lr] = acc
     assert {0.003, 0.03} <= set(found), json.dumps(rows)[:3000]
+
+
+def test_exp_show_fits_120_columns_and_the_readme_narrowing_command_narrows(repo):
+    """After the queued experiments (they differ in train.max_lr only)."""
+    changed = sh(repo, "dvc", "exp", "show", "--only-changed", "--no-pager", COLUMNS="120").stdout
+    assert max(map(len, changed.splitlines())) <= 120, changed
+    # after the experiment's name, date and (queued runs) state and executor, the test
+    # accuracy first; what does not fit folds into "…" at the right edge
+    header = table_header(changed)
+    data_columns = [c for c in header if c not in ("Experiment", "Created", "State", "Executor")]
+    assert data_columns[:4] == ["accuracy", "loss", "tta_accuracy", "max_lr"], changed
+    assert "per_class" not in changed
+
+    narrow = sh(repo, *readme_command("dvc exp show --drop"), "--no-pager", COLUMNS="120").stdout
+    assert table_header(narrow) == ["Experiment", "accuracy", "tta_accuracy", "max_lr",
+                                    "train.max_lr"], narrow
+    assert "…" not in narrow and max(map(len, narrow.splitlines())) <= 120, narrow
+
+
+def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz):
+    """`make quick` as the README documents it, shrunk further through EXTRA (applied last) so
+    that it fits CI: 1,000 training images, width 0.125, 2 epochs."""
+    venv = Path(sys.prefix)
+    stamp = subprocess.run(["cksum"], stdin=(ROOT / "requirements.txt").open(),
+                           capture_output=True, text=True).stdout.split()[0]
+    if not (venv / f".installed-{stamp}").exists():
+        pytest.skip(f"{venv} was not installed by `make install` (no .installed-{stamp})")
+    repo = copy_project(tmp_path / "quick")
+    for rel in ("Makefile", "requirements.txt"):
+        shutil.copy2(ROOT / rel, repo / rel)
+    sh(repo, "git", "init", "-q")
+    (repo / ".venv").symlink_to(venv)  # make finds its install stamp there
+    (repo / ".git/info/exclude").write_text(".venv\n")  # .gitignore's .venv/ skips links
+    commit_all(repo, "project")
+    extra = ("-S data.train_subset=1000 -S data.test_subset=200 -S model.width_multiplier=0.125 "
+             "-S lr_find.num_iter=10 -S train.epochs=2 -S train.peak_epoch=1")
+    proc = sh(repo, "make", "quick", "SEED=2", f"SOURCE={cifar_npz}", f"EXTRA={extra}")
+    assert ran(proc) == set(STAGES), proc.stdout
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["train"] | {"seed": 2, "max_lr": 0.008, "batch_size": 256, "epochs": 2} \
+        == params["train"]  # the quick settings, then EXTRA's
+    assert params["data"]["source"] == str(cifar_npz)
+    assert params["model"]["width_multiplier"] == 0.125
+    history = pd.read_csv(repo / "plots/train_history.csv")
+    assert history.epoch.tolist() == [1, 2]
+    assert json.loads((repo / "metrics/train.json").read_text())["max_lr"] == 0.008
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    assert any(exp.get("name") for commit in shown for exp in commit.get("experiments") or []), \
+        json.dumps(shown)[:2000]  # the run is an experiment, listed by `dvc exp show`

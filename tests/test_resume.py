@@ -1,10 +1,12 @@
 """Interruption and resume of the train stage: SIGTERM mid-run leaves no complete-looking
-output; the next run resumes from the per-epoch checkpoint and ends exactly where an
-uninterrupted run ends (CPU, same seed); a changed param discards the checkpoint."""
+output; the next run resumes from the checkpoint in .cache/checkpoints/ and ends exactly where
+an uninterrupted run ends (CPU, same seed); a changed param does not resume; a completed run
+leaves no checkpoint; an interrupted `dvc exp run -S ...` resumes when run again."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +20,9 @@ import yaml
 
 from conftest import ROOT, tiny_arrays
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+       "RESNET9_CHECKPOINT_EVERY_S": "0"}  # a checkpoint after every epoch but the last
+CKPT_DIR = ".cache/checkpoints"
 
 
 def _workdir(tmp_path: Path, name: str, **train) -> Path:
@@ -44,13 +48,21 @@ def _metrics(work: Path) -> pd.DataFrame:
     return pd.read_csv(work / "plots/train_history.csv").drop(columns="seconds")
 
 
-def _interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = _train(work)
+def _checkpoints(work: Path) -> list[Path]:
+    return sorted((work / CKPT_DIR).glob("*.pt"))
+
+
+def _wait_for_checkpoint(work: Path, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 240
-    while not (work / "data/checkpoint.pt").exists():
+    while not _checkpoints(work):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint written"
         time.sleep(0.05)
+
+
+def _interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.CompletedProcess:
+    proc = _train(work)
+    _wait_for_checkpoint(work, proc)
     proc.send_signal(sig)
     sent = time.monotonic()
     out, err = proc.communicate(timeout=60)
@@ -77,19 +89,22 @@ def test_interrupt_leaves_no_complete_output_then_resume_matches(tmp_path, refer
     assert not list(work.rglob("*.tmp*"))  # no temporaries left behind
 
     out, err = _train(work).communicate(timeout=600)
-    assert "resuming from data/checkpoint.pt after epoch" in out, out + err
+    assert f"resuming from {CKPT_DIR}/" in out and " after epoch " in out, out + err
     pd.testing.assert_frame_equal(_metrics(work), reference)
+    assert not (work / CKPT_DIR).exists()  # a completed run deletes its checkpoint
 
 
-def test_changed_param_discards_the_checkpoint(tmp_path, reference):
+def test_changed_param_does_not_resume_and_keeps_the_other_checkpoint(tmp_path, reference):
     work = _workdir(tmp_path, "changed")
     _interrupt_after_first_checkpoint(work, signal.SIGTERM)
+    first = _checkpoints(work)
     doc = yaml.safe_load((work / "params.yaml").read_text())
     doc["train"]["max_lr"] = 0.004
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
     out, err = _train(work).communicate(timeout=600)
-    assert "is from other params or data; discarded" in out, out + err
+    assert "for these params and data; training from scratch" in out, out + err
     assert len(_metrics(work)) == 4
+    assert _checkpoints(work) == first  # the first params' run can still resume
 
 
 def test_same_seed_twice_gives_identical_metrics(tmp_path, reference):
@@ -126,20 +141,43 @@ def test_batch_size_larger_than_the_training_set(tmp_path):
     _fails_with(work, "train.batch_size: 2048 is larger than the 1024 training images")
 
 
-def test_ema_weights_are_saved_and_an_ema_run_resumes_exactly(tmp_path):
+def _test_loss(work: Path, state_dict: dict) -> float:
+    """Test loss of the width-0.125 network with ``state_dict`` on ``work``'s test set."""
+    import torch
+
+    from resnet9 import data, engine, recipe
+    from resnet9.params import ModelParams
+
+    cpu = torch.device("cpu")
+    net = recipe.build_model(ModelParams(width_multiplier=0.125), cpu)
+    net.load_state_dict(state_dict)
+    _, test = data.load_dataset(work / "data/cifar10")
+    return engine.score(*engine.predict(net.eval(), recipe.test_loader(test, 1024, cpu), cpu))[0]
+
+
+def test_ema_weights_are_evaluated_and_saved_and_an_ema_run_resumes_exactly(tmp_path):
     import torch
 
     straight = _workdir(tmp_path, "ema_straight", ema_decay=0.9)
     _train(straight).communicate(timeout=600)
-    saved = torch.load(straight / "data/model.pt", weights_only=True)["state_dict"]
-    ckpt = torch.load(straight / "data/checkpoint.pt", weights_only=False)
-    assert torch.equal(saved["fc.weight"], ckpt["ema"]["module.fc.weight"])
-    assert not torch.equal(saved["fc.weight"], ckpt["model"]["fc.weight"])
-
     resumed = _workdir(tmp_path, "ema_resumed", ema_decay=0.9)
     _interrupt_after_first_checkpoint(resumed, signal.SIGTERM)
+    ckpt = torch.load(_checkpoints(resumed)[0], weights_only=False)
+    history = _metrics(straight)
+
+    # What the stage evaluates after an epoch is the EMA, not the raw weights ...
+    ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
+    done = ckpt["epochs_done"] - 1
+    assert _test_loss(resumed, ema) == pytest.approx(history.test_loss[done], rel=1e-4)
+    assert _test_loss(resumed, ckpt["model"]) != pytest.approx(history.test_loss[done], rel=1e-3)
+    # ... and what it saves in model.pt.
+    saved = torch.load(straight / "data/model.pt", weights_only=True)["state_dict"]
+    assert _test_loss(straight, saved) == pytest.approx(history.test_loss.iloc[-1], rel=1e-4)
+
     _train(resumed).communicate(timeout=600)
-    pd.testing.assert_frame_equal(_metrics(resumed), _metrics(straight))
+    pd.testing.assert_frame_equal(_metrics(resumed), history)
+    resumed_saved = torch.load(resumed / "data/model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], resumed_saved[k]) for k in saved)
 
 
 def _learnable(work: Path) -> None:
@@ -164,11 +202,115 @@ def test_two_process_ddp_on_cpu_matches_the_single_process_run(tmp_path):
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, out + err
         runs[nproc] = _metrics(work)
-        assert sorted(p.name for p in (work / "data").iterdir()) == [
-            "checkpoint.pt", "cifar10", "model.pt"]
+        assert sorted(p.name for p in (work / "data").iterdir()) == ["cifar10", "model.pt"]
+        assert not (work / CKPT_DIR).exists()
     two = runs[2].iloc[-1]
     assert "relaunching under torchrun with 2 processes" in out
     assert len(runs[2]) == 3
     assert two.test_acc > 0.5
     assert abs(two.test_acc - runs[1].iloc[-1].test_acc) < 0.15
     assert abs(two.train_loss - runs[1].iloc[-1].train_loss) < 0.3
+
+
+def test_checkpoint_location_follows_dvc_root():
+    from resnet9 import checkpoint
+
+    assert checkpoint.directory({}) == Path(".cache/checkpoints")
+    queued = {"DVC_ROOT": "/home/me/project"}  # what DVC sets, also in .dvc/tmp/exps/ copies
+    assert checkpoint.path_for("ab" * 32, queued) == Path(
+        "/home/me/project/.cache/checkpoints/abababababababab.pt")
+
+
+def test_checkpoint_interval_from_the_environment():
+    from resnet9 import PipelineError, checkpoint
+
+    assert checkpoint.every_s({}) == 60.0
+    assert checkpoint.every_s({"RESNET9_CHECKPOINT_EVERY_S": "0"}) == 0.0
+    for bad in ("soon", "-1", "inf", "nan"):
+        with pytest.raises(PipelineError, match=rf"^RESNET9_CHECKPOINT_EVERY_S: '{bad}' is not "
+                                                r"allowed; expected a number of seconds >= 0"):
+            checkpoint.every_s({"RESNET9_CHECKPOINT_EVERY_S": bad})
+
+
+def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(monkeypatch):
+    from resnet9 import checkpoint
+
+    written = []
+    monkeypatch.setattr(checkpoint, "save", lambda path, *, epoch, **kw: written.append(epoch))
+    now = [0.0]
+    saver = checkpoint.Saver("x.pt", epochs=6, every_s=60, clock=lambda: now[0], fp="f")
+    for epoch, seconds in enumerate([25, 25, 25, 70, 10, 100]):  # epoch lengths
+        now[0] += seconds
+        saver(epoch, None)
+    # After epoch 3 (75 s from the start) and epoch 4 (70 s later); epoch 5 ends 10 s later,
+    # too soon; epoch 6 is the last: the run completes, so no checkpoint. (0-based below.)
+    assert written == [2, 3]
+
+    written.clear()
+    every_epoch = checkpoint.Saver("x.pt", epochs=3, every_s=0, clock=lambda: 0.0, fp="f")
+    for epoch in range(3):
+        every_epoch(epoch, None)
+    assert written == [0, 1]
+
+
+# ---- the same, under real `dvc exp run` in a temporary git repo on real CIFAR-10 ------------
+
+EXP_RUN = ("dvc", "exp", "run", "-S", "train.max_lr=0.005", "-S", "train.seed=1")
+
+
+def _dvc_repo(base: Path, name: str, cifar_npz: Path) -> Path:
+    from test_pipeline_e2e import commit_all, copy_project, set_params
+
+    repo = copy_project(base / name)
+    set_params(repo,
+               data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 500},
+               model={"width_multiplier": 0.125},
+               lr_find={"num_iter": 10},
+               train={"epochs": 3, "peak_epoch": 1, "batch_size": 100, "device": "cpu"})
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    commit_all(repo, "project")
+    return repo
+
+
+def _dvc_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "RESNET9_CHECKPOINT_EVERY_S": "0"}
+
+
+def _exp_run(repo: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(EXP_RUN, cwd=repo, env=_dvc_env(), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _results(repo: Path) -> tuple[pd.DataFrame, dict]:
+    return _metrics(repo), json.loads((repo / "metrics/evaluate.json").read_text())
+
+
+def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_npz):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once epoch 1's checkpoint
+    is written, then the very same `dvc exp run -S ...`: it resumes at epoch 2 and ends with
+    the metrics of an uninterrupted run of that command."""
+    straight = _dvc_repo(tmp_path, "straight", cifar_npz)
+    _exp_run(straight)
+    assert not (straight / CKPT_DIR).exists()
+
+    repo = _dvc_repo(tmp_path, "interrupted", cifar_npz)
+    proc = subprocess.Popen(EXP_RUN, cwd=repo, env=_dvc_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    _wait_for_checkpoint(repo, proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, out
+    assert "train: interrupted by SIGINT" in out, out
+    assert not (repo / "data/model.pt").exists()
+
+    again = _exp_run(repo)
+    assert "train: resuming from " in again.stdout, again.stdout
+    assert "after epoch 1\n" in again.stdout, again.stdout
+    assert "epoch   1/3" not in again.stdout  # epoch 1 was not trained again
+    history, evaluated = _results(repo)
+    pd.testing.assert_frame_equal(history, _results(straight)[0])
+    assert evaluated == _results(straight)[1]
+    assert not (repo / CKPT_DIR).exists()  # the completed run deleted its checkpoint
