@@ -33,15 +33,13 @@ def main() -> None:
     artifacts.save_figure("plots/lr_find.png",
                           figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
     artifacts.write_json(LR_FIND_METRICS, {
-        "suggested_max_lr": pick.max_lr,
-        "suggested_min_lr": pick.max_lr / train_p.div_factor,
+        "suggested_max_lr": pick.max_lr,  # min_lr = max_lr / train.div_factor is train's
         "rule": pick.rule,
         "steepest_lr": pick.steepest_lr,
         "min_loss_lr": pick.min_loss_lr,
     })
-    print(f"lr_find: suggested max_lr = {pick.max_lr:.4g} ({pick.rule}), min_lr = "
-          f"{pick.max_lr / train_p.div_factor:.4g}; wrote {LR_FIND_METRICS}, "
-          "plots/lr_find.csv, plots/lr_find.png")
+    print(f"lr_find: suggested max_lr = {pick.max_lr:.4g} ({pick.rule}); wrote "
+          f"{LR_FIND_METRICS}, plots/lr_find.csv, plots/lr_find.png")
 
 
 if __name__ == "__main__":

@@ -103,10 +103,8 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
 
 def test_every_declared_output_exists_and_parses(repo):
     lr = json.loads((repo / "metrics/lr_find.json").read_text())
-    assert sorted(lr) == ["min_loss_lr", "rule", "steepest_lr", "suggested_max_lr",
-                          "suggested_min_lr"]
+    assert sorted(lr) == ["min_loss_lr", "rule", "steepest_lr", "suggested_max_lr"]
     assert lr["suggested_max_lr"] > 0
-    assert lr["suggested_min_lr"] == pytest.approx(lr["suggested_max_lr"] / 10)
     assert lr["rule"] == "min_loss_fraction"  # the shipped default
     finder = pd.read_csv(repo / "plots/lr_find.csv")
     assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
@@ -196,6 +194,19 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     assert trained["old"] == pytest.approx(before_lr) and trained["new"] == 0.02
     params_diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["train.max_lr"] == {"old": "auto", "new": 0.02}
+
+
+def test_a_div_factor_change_leaves_the_lr_range_test_alone(repo):
+    """min_lr = max_lr / div_factor is train's business: the range test does not rerun."""
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    doc = yaml.safe_load((repo / "params.yaml").read_text())
+    set_params(repo, train={"div_factor": 25})
+    try:
+        changed = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+        assert set(changed) == {"train"}, changed  # evaluate, analyze, export follow its outputs
+    finally:
+        set_params(repo, train={"div_factor": doc["train"]["div_factor"]})
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
 def test_plots_show_writes_the_html_with_every_plot(repo):
