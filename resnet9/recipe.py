@@ -20,6 +20,9 @@ MODEL_FILE = Path("data/model.pt")
 LR_FIND_METRICS = Path("metrics/lr_find.json")
 SUGGESTED_MAX_LR = "suggested_max_lr"  # the LR range test's pick, a key of LR_FIND_METRICS
 TRAIN_METRICS = Path("metrics/train.json")
+# Where the model came from (resnet9.provenance), in git beside the metrics but not a DVC metric:
+# its strings (commit, date, device) would crowd the columns of `dvc exp show`.
+PROVENANCE_FILE = Path("metrics/provenance.json")
 
 
 def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:

@@ -1,5 +1,5 @@
 """Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, metrics/train.json (the LRs used,
-final train loss and accuracy, speed, provenance), plots/train_history.csv,
+final train loss and accuracy, speed), metrics/provenance.json, plots/train_history.csv,
 plots/lr_schedule.csv. With train.nproc_per_node > 1 it relaunches itself under torchrun
 (DistributedDataParallel); rank 0 writes the outputs.
 
@@ -16,7 +16,7 @@ import torch
 from resnet9 import (artifacts, checkpoint, cli, data, distributed, engine, params, precision,
                      provenance, recipe, schedule)
 from resnet9.data import DATASET_DIR, META_FILE
-from resnet9.recipe import MODEL_FILE, TRAIN_METRICS
+from resnet9.recipe import MODEL_FILE, PROVENANCE_FILE, TRAIN_METRICS
 
 
 def main() -> None:
@@ -102,16 +102,14 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
         "train_acc": last.train_acc,  # last epoch, top-1 fraction on augmented images
         "train_seconds": seconds,  # every epoch's wall time (training + test pass)
         "images_per_s": len(train) * world * train_p.epochs / seconds,  # training images
-        # Where the model came from. The params are left out here (DVC records them already,
-        # and `dvc exp show` would list each twice); model.pt keeps all of it (predict --info).
-        "provenance": {k: v for k, v in prov.items() if k not in ("params", "train_seconds")},
     }
     artifacts.write_json(TRAIN_METRICS, metrics)
+    artifacts.write_json(PROVENANCE_FILE, prov)  # the same as model.pt's (predict --info)
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
         f"{seconds:.1f} s ({metrics['images_per_s']:.0f} images/s); wrote {MODEL_FILE}, "
-        f"{TRAIN_METRICS}, plots/train_history.csv, plots/lr_schedule.csv")
+        f"{TRAIN_METRICS}, {PROVENANCE_FILE}, plots/train_history.csv, plots/lr_schedule.csv")
 
 
 if __name__ == "__main__":
