@@ -95,7 +95,7 @@ def _from_url(url: str) -> dict[str, np.ndarray]:
                 f"data.source: cannot download {url} ({type(err).__name__}: {err}). Offline? Set "
                 "data.source to a local cifar-10-python.tar.gz or a Keras-layout .npz; "
                 "`make quick SOURCE=../shared/data/cifar10.npz` runs the whole pipeline on one "
-                "in about 2 minutes on a CPU"
+                "in about 2 minutes on an idle CPU"
             ) from None
         return _from_batches(Path(tmp), url)
 
