@@ -40,6 +40,7 @@ Number = Annotated[float, BeforeValidator(_yaml11_float), Field(allow_inf_nan=Fa
 
 
 Auto = Literal["auto"]
+GRADCAM_LAYERS = ("prep", "layer1", "layer2", "layer3")  # ResNet9's blocks Grad-CAM can explain
 
 
 class Section(BaseModel):
@@ -130,7 +131,7 @@ class AnalyzeParams(Section):
     """``analyze``: figures for people."""
 
     num_misclassified: Annotated[int, Field(ge=1, le=100)]
-    gradcam_layer: Literal["prep", "layer1", "layer2", "layer3"]
+    gradcam_layer: Literal[GRADCAM_LAYERS]
 
 
 SECTIONS: dict[str, type[Section]] = {

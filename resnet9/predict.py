@@ -40,11 +40,11 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageOps
 
-from resnet9 import PipelineError, engine, precision, recipe
+from resnet9 import PipelineError, engine, params, precision, recipe
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
 BATCH = 256  # images per forward pass
-GRADCAM_LAYERS = ("prep", "layer1", "layer2", "layer3")
+GRADCAM_LAYERS = params.GRADCAM_LAYERS
 
 
 class ImageFileError(PipelineError):

@@ -37,6 +37,7 @@ def main() -> None:
 def run(model_p, train_p, device, max_lr, rank, world) -> None:
     main_rank = rank == 0
     every_s = checkpoint.every_s()  # checked before any work
+    run_params = params.read()  # for the provenance: params.yaml as this run read it
     train, test = data.load_dataset(DATASET_DIR)
     if world > 1:  # equal shards, so every rank takes the same number of steps
         train = distributed.shard(train, rank, world, seed=train_p.seed)
@@ -47,7 +48,8 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     test_loader = recipe.test_loader(test, 1024, device, train_p.num_workers)
 
     net = recipe.build_model(model_p, device)
-    opt = recipe.optimizer(net, max_lr / train_p.div_factor, train_p.weight_decay,
+    min_lr = max_lr / train_p.div_factor  # LRMIN: the One Cycle policy's start and end
+    opt = recipe.optimizer(net, min_lr, train_p.weight_decay,
                            train_p.decay_bn_and_bias)
     ema = recipe.ema(net, train_p.ema_decay)
     evaluated = ema.module if ema is not None else net  # the EMA weights when ema_decay > 0
@@ -73,7 +75,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     log = print if main_rank else (lambda *a, **k: None)
     log(f"train: {how}")
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
-        f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
+        f"{train_p.batch_size}, max_lr {max_lr:.4g}, min_lr {min_lr:.4g}, "
         f"width {model_p.width_multiplier}, on {device} x {world}, {amp.name}")
     t0 = time.perf_counter()
     result = engine.fit(
@@ -85,7 +87,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
-    prov = provenance.collect(params=params.read(), dataset_sha256=dataset_sha256,
+    prov = provenance.collect(params=run_params, dataset_sha256=dataset_sha256,
                               train_seconds=seconds, device=device)
     recipe.save_trained(MODEL_FILE, evaluated, model_p, train_params=train_p.model_dump(),
                         max_lr=max_lr, train_seconds=seconds,
@@ -97,7 +99,7 @@ def run(model_p, train_p, device, max_lr, rank, world) -> None:
     last = result.history[-1]
     metrics = {  # metrics/train.json, built here only: the LRs this run used and how it went
         "max_lr": max_lr,
-        "min_lr": max_lr / train_p.div_factor,
+        "min_lr": min_lr,
         "train_loss": last.train_loss,  # last epoch, mean cross-entropy per image
         "train_acc": last.train_acc,  # last epoch, top-1 fraction on augmented images
         "train_seconds": seconds,  # every epoch's wall time (training + test pass)
