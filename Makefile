@@ -25,14 +25,14 @@ test: $(STAMP)
 # over seeds 0-2. params.yaml stays the one source: these are `dvc exp run -S` overrides, so
 # the run is an experiment in `dvc exp show`.
 #   make quick SEED=1 SOURCE=../shared/data/cifar10.npz
-# SEED: train.seed; SOURCE: data.source (offline: a local copy); EXTRA: more `dvc exp run`
+# SEED: recipe.seed; SOURCE: data.source (offline: a local copy); EXTRA: more `dvc exp run`
 # arguments, applied last (e.g. EXTRA="-S train.epochs=20").
 SEED ?= 0
 SOURCE ?=
 EXTRA ?=
 QUICK := -S model.width_multiplier=0.25 -S data.train_subset=25000 -S data.test_subset=5000 \
-	-S lr_find.num_iter=40 -S train.epochs=4 -S train.peak_epoch=1 -S train.batch_size=256 \
-	-S train.max_lr=0.008 -S train.seed=$(SEED) $(if $(SOURCE),-S data.source=$(SOURCE))
+	-S lr_find.num_iter=40 -S train.epochs=4 -S train.peak_epoch=1 -S recipe.batch_size=256 \
+	-S train.max_lr=0.008 -S recipe.seed=$(SEED) $(if $(SOURCE),-S data.source=$(SOURCE))
 
 quick: $(STAMP)
 	dvc exp run $(QUICK) $(EXTRA)

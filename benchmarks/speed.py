@@ -4,7 +4,7 @@
       through resnet9.engine.train_one_epoch: channels_last, the --precision autocast (auto:
       bf16 on CUDA capability >= 8.0, fp16 with GradScaler below, fp32 on CPU);
   (b) ours, end to end: the same train_one_epoch over the recipe's loader (albumentations
-      DataLoader, resnet9.recipe.train_loader) on CPU, resnet9.batch_augment.DeviceLoader on CUDA;
+      DataLoader, resnet9.loaders.train_loader) on CPU, resnet9.loaders.DeviceLoader on CUDA;
   (c) baseline "the usual way": albumentations Compose per image in a DataLoader with
       num_workers=2 and default settings, NCHW float32, no channels_last, no autocast.
 
@@ -32,7 +32,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from resnet9 import augment, batch_augment, data, engine, params, precision, recipe, schedule  # noqa: E402
+from resnet9 import (augment, batch_augment, data, engine, loaders, params, precision,  # noqa: E402
+                     recipe, schedule)
 from resnet9.model import ResNet9, ResNet9Config  # noqa: E402
 from resnet9.params import ModelParams  # noqa: E402
 
@@ -68,19 +69,19 @@ def ours(split: data.Split, args, device: torch.device, batches) -> float:
     of at least warmup + steps batches), after ``args.warmup`` untimed steps."""
     torch.manual_seed(0)
     model = recipe.build_model(ModelParams(width_multiplier=args.width), device)
-    opt = recipe.optimizer(model, LR, 0.0)
-    sched = schedule.one_cycle(opt, LR, epochs=1, steps_per_epoch=args.warmup + args.steps,
-                               peak_epoch=0.3, div_factor=10.0)
-    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
     it = iter(batches)
-    every = engine.loss_sync_every(device)  # as the train stage does
-    amp = precision.resolve(args.precision, device)
-    engine.train_one_epoch(model, itertools.islice(it, args.warmup), opt, sched, loss_fn,
-                           device, 0, sync_every=every, precision=amp)
+    loop = engine.TrainLoop(
+        net=model, optimizer=opt, criterion=nn.CrossEntropyLoss(),
+        scheduler=schedule.one_cycle(opt, LR, epochs=1, steps_per_epoch=args.warmup + args.steps,
+                                     peak_epoch=0.3, div_factor=10.0),
+        train_loader=itertools.islice(it, args.warmup), test_loader=(), device=device, epochs=1,
+        precision=precision.resolve(args.precision, device))
+    engine.train_one_epoch(loop, 0)
     sync(device)
     t0 = time.perf_counter()
-    engine.train_one_epoch(model, itertools.islice(it, args.steps), opt, sched, loss_fn,
-                           device, 0, sync_every=every, precision=amp)  # reads loss: syncs
+    loop.train_loader = itertools.islice(it, args.steps)
+    engine.train_one_epoch(loop, 0)  # reads the loss back as the train stage does: syncs
     sync(device)
     return time.perf_counter() - t0
 
@@ -94,12 +95,12 @@ def compute_only(split, args, device) -> float:
 def end_to_end(split, args, device) -> float:
     gen = torch.Generator(device=device).manual_seed(0)
     if device.type == "cuda":
-        loader = batch_augment.DeviceLoader(split, args.batch_size, device, generator=gen)
+        loader = loaders.DeviceLoader(split, args.batch_size, device, generator=gen)
     else:
-        train = params.parse("train", {**params.read(ROOT / "params.yaml")["train"],
-                                       "batch_size": args.batch_size, "max_lr": LR,
-                                       "device": device.type})
-        loader = recipe.train_loader(split, train, device, gen)
+        recipe_p = params.parse("recipe", {**params.read(ROOT / "params.yaml")["recipe"],
+                                           "batch_size": args.batch_size,
+                                           "device": device.type})
+        loader = loaders.train_loader(split, recipe_p, device, gen)
     return ours(split, args, device, loader)
 
 
@@ -109,8 +110,9 @@ def baseline(split, args, device) -> float:
     model = ResNet9(ResNet9Config(width_multiplier=args.width)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loss_fn = nn.CrossEntropyLoss()
-    loader = torch.utils.data.DataLoader(data.AugmentedDataset(split, augment.train_transform()),
-                                         batch_size=args.batch_size, shuffle=True, num_workers=2)
+    dataset = loaders.AugmentedDataset(split, augment.train_transform())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                                         num_workers=2)
     it = iter(loader)
     model.train()
     for step in range(args.warmup + args.steps):
@@ -134,7 +136,7 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--precision", choices=precision.SETTINGS, default="auto",
-                    help="as train.precision (auto: bf16 or fp16 on CUDA by capability, fp32 on CPU)")
+                    help="as recipe.precision (auto: bf16 or fp16 on CUDA by capability, fp32 on CPU)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None,

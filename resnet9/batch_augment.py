@@ -18,13 +18,12 @@ Padding and cropping are one gather: output pixel (y, x) of image n reads padded
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 from resnet9.augment import CIFAR10_MEAN, CIFAR10_STD, CUTOUT, PAD
-from resnet9.data import Split
 
 SIZE = 32
 MEAN_PIXEL = tuple(round(255 * m) for m in CIFAR10_MEAN)  # the CutOut fill, uint8 scale
@@ -70,18 +69,26 @@ def _nhwc(images: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"expected (N, 32, 32, 3) or (N, 3, 32, 32), got {tuple(images.shape)}")
 
 
-def _to_float(nhwc: torch.Tensor) -> torch.Tensor:
+def _to_float(nhwc: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
+              std: Sequence[float] = CIFAR10_STD) -> torch.Tensor:
     """(N, 32, 32, 3) uint8 -> normalized (N, 3, 32, 32) float32 in channels_last layout."""
-    mean = torch.tensor(CIFAR10_MEAN, device=nhwc.device) * 255
-    scale = 1 / (torch.tensor(CIFAR10_STD, device=nhwc.device) * 255)
+    mean = torch.tensor(mean, device=nhwc.device) * 255
+    scale = 1 / (torch.tensor(std, device=nhwc.device) * 255)
     out = (nhwc.float() - mean) * scale  # still NHWC in memory
     return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """Test-time transform (Normalize only): uint8 (N, 32, 32, 3) or (N, 3, 32, 32) ->
-    float32 (N, 3, 32, 32), channels_last, on the images' device."""
-    return _to_float(_nhwc(images))
+def normalize(images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
+              std: Sequence[float] = CIFAR10_STD) -> torch.Tensor:
+    """The test-time transform, Normalize only: uint8 RGB (N, 32, 32, 3) or (N, 3, 32, 32) ->
+    float32 (N, 3, 32, 32), channels_last, on the images' device: ``(pixel / 255 - mean) /
+    std`` per channel, with ``mean`` and ``std`` on the [0, 1] scale (CIFAR-10's, or a model
+    file's ``normalization``).
+
+    Raises:
+        ValueError: not a 4-D uint8 batch of 32x32 RGB images.
+    """
+    return _to_float(_nhwc(images), mean, std)
 
 
 def apply(images: torch.Tensor, draws: AugmentDraws, pad_mode: str = "reflect") -> torch.Tensor:
@@ -116,40 +123,3 @@ def apply(images: torch.Tensor, draws: AugmentDraws, pad_mode: str = "reflect") 
     hole = (hy[:, :, None] & hx[:, None, :])[..., None]  # (N, 32, 32, 1)
     out = torch.where(hole, torch.tensor(MEAN_PIXEL, dtype=torch.uint8, device=dev), out)
     return _to_float(out)
-
-
-class DeviceLoader:
-    """Batches of a :class:`Split` kept on ``device``: ``(x, y)`` with x float32 (B, 3, 32, 32)
-    normalized, channels_last (augmented by :func:`apply` when ``augment``), y int64 (B,).
-
-    The images stay uint8 NHWC on the device (150 MB for CIFAR-10's 50,000). Each pass shuffles
-    with ``torch.randperm`` and draws augmentations from ``generator`` (on the CPU or the
-    device), so a generator seeded alike gives the same epochs. ``len`` is the number of
-    batches: ceil(N / batch_size), or floor with ``drop_last``.
-    """
-
-    def __init__(self, split: Split, batch_size: int, device: torch.device | str = "cpu",
-                 shuffle: bool = True, augment: bool = True,
-                 generator: torch.Generator | None = None, pad_mode: str = "reflect",
-                 drop_last: bool = False):
-        self.device = torch.device(device)
-        self.x = torch.as_tensor(split.x).to(self.device)
-        self.y = torch.as_tensor(split.y, dtype=torch.int64).to(self.device)
-        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
-        self.generator = generator if generator is not None else torch.Generator()
-        self.pad_mode, self.drop_last = pad_mode, drop_last
-
-    def __len__(self) -> int:
-        n = len(self.y) / self.batch_size
-        return math.floor(n) if self.drop_last else math.ceil(n)
-
-    def __iter__(self):
-        n, gen = len(self.y), self.generator
-        order = (torch.randperm(n, generator=gen, device=gen.device).to(self.device)
-                 if self.shuffle else torch.arange(n, device=self.device))
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.x[idx]
-            x = apply(x, draw(len(idx), gen, self.device), self.pad_mode) \
-                if self.augment else normalize(x)
-            yield x, self.y[idx]

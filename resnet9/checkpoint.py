@@ -1,8 +1,8 @@
 """Training checkpoints, so an interrupted run resumes instead of starting over.
 
-A checkpoint holds the model, Adam, OneCycleLR and GradScaler states, every RNG the run draws
-from (torch, NumPy, Python, the loader's shuffling generator, albumentations' generators), the
-history so far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
+A checkpoint holds the model, Adam, OneCycleLR, EMA and GradScaler states, every RNG the run
+draws from (torch, NumPy, Python, and the train loader's own: ``rng_state()``), the history so
+far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
 On CPU a resumed run ends bit-identical to an uninterrupted one with the same seed.
 
 Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (git-ignored, not a DVC output).
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from resnet9 import PipelineError, artifacts
-from resnet9.engine import EpochStats, FitResult
+from resnet9.engine import EpochStats, FitResult, TrainLoop
 
 CACHE_DIR = Path(".cache/checkpoints")  # under the project root; .gitignore lists .cache/
 EVERY_S = 60.0  # default: seconds of training between two checkpoint writes
@@ -77,56 +77,41 @@ def every_s(env: Mapping[str, str] = os.environ) -> float:
     return value
 
 
-def _transform_states(transform) -> list:
-    return [(t.random_generator.bit_generator.state, t.py_random.getstate())
-            for t in getattr(transform, "transforms", [])]
-
-
-def _restore_transform(transform, states: list) -> None:
-    for t, (np_state, py_state) in zip(getattr(transform, "transforms", []), states):
-        t.random_generator.bit_generator.state = np_state
-        t.py_random.setstate(py_state)
-
-
-def save(path: Path | str, *, epoch: int, fp: str, model, optimizer, scheduler,
-         generator: torch.Generator, transform, result: FitResult, ema=None,
-         scaler: torch.amp.GradScaler | None = None) -> None:
-    """Atomically write the state after ``epoch`` (0-based) completed epochs' worth of work."""
+def save(path: Path | str, loop: TrainLoop, *, epoch: int, fp: str, result: FitResult) -> None:
+    """Atomically write ``loop``'s state after ``epoch`` (0-based) completed epochs' worth of
+    work, with the history so far (``result``) and the run's fingerprint ``fp``."""
     artifacts.save_torch(path, {
         "fingerprint": fp,
         "epochs_done": epoch + 1,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "model": loop.net.state_dict(),
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(),
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                "python": random.getstate(), "loader": generator.get_state(),
-                "transform": _transform_states(transform)},
+                "python": random.getstate(), "loader": loop.train_loader.rng_state()},
         "history": [vars(h) for h in result.history],
         "lrs": result.lrs,
-        "ema": ema.state_dict() if ema is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,  # {} when disabled
+        "ema": loop.ema.state_dict() if loop.ema is not None else None,
+        "scaler": loop.precision.scaler.state_dict(),  # {} when disabled (not fp16)
     })
 
 
 class Saver:
-    """``on_epoch_end`` for :func:`resnet9.engine.fit`: writes the run's checkpoint to ``path``
+    """``on_epoch_end`` for :func:`resnet9.engine.fit`: writes ``loop``'s checkpoint to ``path``
     when at least ``every_s`` seconds (of ``clock``) have passed since the last write or since
     the saver was made, and never after the final epoch (the run completes then).
-
-    ``state`` holds the keyword arguments of :func:`save` other than ``epoch`` and ``result``.
     """
 
-    def __init__(self, path: Path | str, epochs: int, every_s: float,
-                 clock: Callable[[], float] = time.monotonic, **state: Any) -> None:
-        self.path, self.epochs, self.every_s, self.clock = Path(path), epochs, every_s, clock
-        self.state = state
+    def __init__(self, path: Path | str, loop: TrainLoop, every_s: float, fp: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.loop, self.every_s, self.fp, self.clock = (
+            Path(path), loop, every_s, fp, clock)
         self.last = clock()
         self.writes = 0
 
     def __call__(self, epoch: int, result: FitResult) -> None:
-        if epoch + 1 >= self.epochs or self.clock() - self.last < self.every_s:
+        if epoch + 1 >= self.loop.epochs or self.clock() - self.last < self.every_s:
             return
-        save(self.path, epoch=epoch, result=result, **self.state)
+        save(self.path, self.loop, epoch=epoch, fp=self.fp, result=result)
         self.last = self.clock()
         self.writes += 1
 
@@ -141,13 +126,12 @@ def discard(path: Path | str) -> None:
         pass
 
 
-def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
-           generator: torch.Generator, transform, ema=None,
-           scaler: torch.amp.GradScaler | None = None) -> tuple[int, FitResult | None, str]:
-    """Restore the run from ``path`` if it matches ``fp``.
+def resume(path: Path | str, loop: TrainLoop, fp: str) -> tuple[int, FitResult | None, str]:
+    """Restore ``loop`` from the checkpoint at ``path`` if it matches ``fp``.
 
     Returns ``(epochs already done, FitResult so far or None, a sentence saying what happened)``.
-    A missing, unreadable or mismatched checkpoint returns ``(0, None, reason)``.
+    A missing, unreadable or mismatched checkpoint returns ``(0, None, reason)`` and leaves
+    ``loop`` as it was.
     """
     path = Path(path)
     if not path.is_file():
@@ -158,19 +142,18 @@ def resume(path: Path | str, *, fp: str, model, optimizer, scheduler,
         return 0, None, f"checkpoint {path} unreadable ({err}); training from scratch"
     if state.get("fingerprint") != fp:
         return 0, None, f"checkpoint {path} is from other params or data; discarded"
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if ema is not None:
-        ema.load_state_dict(state["ema"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+    loop.net.load_state_dict(state["model"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    if loop.ema is not None:
+        loop.ema.load_state_dict(state["ema"])
+    if state["scaler"]:
+        loop.precision.scaler.load_state_dict(state["scaler"])
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
-    generator.set_state(rng["loader"])
-    _restore_transform(transform, rng["transform"])
+    loop.train_loader.set_rng_state(rng["loader"])
     result = FitResult([EpochStats(**h) for h in state["history"]], list(state["lrs"]))
     done = state["epochs_done"]
     return done, result, f"resuming from {path} after epoch {done}"

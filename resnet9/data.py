@@ -8,7 +8,8 @@ Sources (``data.source``):
 - a local ``.npz`` with ``x_train, y_train, x_test, y_test`` in Keras' layout (NHWC uint8).
 
 Whatever the source, the arrays pass :func:`check_cifar10` and are written as one canonical
-dataset (``data/cifar10/arrays.npz`` + ``meta.json``) that every later stage reads.
+dataset (:data:`resnet9.paths.DATASET_DIR`: ``arrays.npz`` + ``meta.json``) that every later
+stage reads.
 """
 
 from __future__ import annotations
@@ -20,18 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from resnet9 import PipelineError
+from resnet9.paths import ARRAYS_FILE, DATASET_DIR
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 NUM_CLASSES = len(CLASSES)
 FULL_COUNTS = {"train": 50_000, "test": 10_000}
 KEYS = ("x_train", "y_train", "x_test", "y_test")
-DATASET_DIR = Path("data/cifar10")  # the canonical dataset, written by the download stage
-ARRAYS_FILE = "arrays.npz"
-META_FILE = "meta.json"
 
 
 class DataError(PipelineError):
@@ -202,32 +200,15 @@ def sha256_of(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def load_dataset(directory: Path | str) -> tuple[Split, Split]:
-    """Read the canonical dataset written by the download stage: ``(train, test)``.
+def load_dataset(directory: Path | str = DATASET_DIR) -> tuple[Split, Split]:
+    """Read the canonical dataset the download stage wrote to ``directory``: ``(train, test)``.
 
     Raises:
         DataError: the directory or its arrays file is missing (run ``dvc repro download``).
     """
-    path = Path(directory) / ARRAYS_FILE
+    path = Path(directory) / ARRAYS_FILE.name
     if not path.is_file():
         raise DataError(f"{path}: not found; run `dvc repro download` first")
     with np.load(path) as npz:
         return (Split(npz["x_train"], npz["y_train"].astype(np.int64)),
                 Split(npz["x_test"], npz["y_test"].astype(np.int64)))
-
-
-class AugmentedDataset(torch.utils.data.Dataset):
-    """A :class:`Split` seen through an albumentations transform.
-
-    Item ``i`` is ``(image, label)``: (3, 32, 32) float32 tensor and an int64 scalar tensor.
-    """
-
-    def __init__(self, split: Split, transform):
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int):
-        image = self.transform(image=self.split.x[i])["image"]
-        return image, torch.as_tensor(self.split.y[i])

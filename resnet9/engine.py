@@ -1,18 +1,17 @@
-"""Device choice, data loaders, the training loop and evaluation.
+"""Device choice, the training loop and evaluation.
 
 The loops follow pytorch/examples mnist/main.py: :func:`train_one_epoch` and :func:`predict`
-are plain functions; :func:`fit` runs the epochs under the One Cycle policy, records the
+are plain functions (a :class:`TrainLoop` holds what training uses); :func:`fit` runs the epochs under the One Cycle policy, records the
 history, shows one progress bar with an ETA and stops on a non-finite loss.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -58,19 +57,11 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         name = next(d for d in ("cuda", "mps", "cpu") if has[d])
     if not has[name]:
-        raise ParamsError(f"train.device: {name!r} is not available on this machine; "
+        raise ParamsError(f"recipe.device: {name!r} is not available on this machine; "
                           f"expected 'auto' or one of {[d for d in has if has[d]]}")
     if name == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels
     return torch.device(name)
-
-
-def resolve_num_workers(num_workers: int | str, device: torch.device) -> int:
-    """``auto``: on CPU 0 (both cores go to compute; augmentation runs between steps), on an
-    accelerator one worker per CPU core up to 8."""
-    if num_workers != "auto":
-        return int(num_workers)
-    return 0 if device.type == "cpu" else min(8, os.cpu_count() or 1)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -79,29 +70,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def _seed_worker(worker_id: int) -> None:
-    # albumentations keeps its own generators: give each worker (and epoch) a distinct seed.
-    info = torch.utils.data.get_worker_info()
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    transform = getattr(info.dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
-
-
-def make_loader(dataset, batch_size: int, *, shuffle: bool, num_workers: int,
-                generator: torch.Generator | None = None, drop_last: bool = False,
-                pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader whose shuffling and per-worker augmentation are reproducible from ``generator``."""
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        generator=generator, drop_last=drop_last, pin_memory=pin_memory,
-        worker_init_fn=_seed_worker if num_workers else None,
-        persistent_workers=False,
-    )
 
 
 @dataclass
@@ -117,20 +85,50 @@ class EpochStats:
     seconds: float  # wall time of the epoch, training and test pass
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoch: int,
-                    on_step: Callable[[float], None] | None = None,
-                    lrs: list[float] | None = None, ema=None,
-                    sync_every: int = 1, precision: Precision | None = None
-                    ) -> tuple[float, float]:
-    """One pass over ``loader``: forward, loss, backward, Adam step, scheduler step per batch,
-    and an update of ``ema`` (a ``torch.optim.swa_utils.AveragedModel``) when given.
+@dataclass
+class TrainLoop:
+    """Everything :func:`train_one_epoch` and :func:`fit` use, built once by the train stage.
 
-    The forward pass runs under ``precision`` (fp32 when None); the backward and the step go
-    through its GradScaler, which scales the loss for fp16 and passes through otherwise.
+    ``net`` is the ResNet-9 whose weights Adam steps and checkpoints save; ``stepped`` is what
+    the training steps call: ``net`` itself, or ``net`` compiled and/or wrapped in
+    DistributedDataParallel (sharing its parameters). :attr:`evaluated` says which network is
+    tested after each epoch and saved at the end.
+    """
 
-    The step losses are read back to the host (one device sync) every ``sync_every`` steps
-    and after the last step; that is when ``on_step(loss)`` runs for each of those steps and
-    when a non-finite loss is caught. On a GPU a value above 1 lets the host queue work ahead.
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped once per batch
+    criterion: nn.Module  # (logits (N, C) float, labels (N,) int64) -> mean loss per image
+    train_loader: Iterable  # batches (x (B, 3, 32, 32) float32, y (B,) int64); rng_state()
+    test_loader: Iterable
+    device: torch.device
+    epochs: int
+    precision: Precision
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # updated after every step
+    stepped: nn.Module | None = None  # None: net
+
+    def __post_init__(self) -> None:
+        if self.stepped is None:
+            self.stepped = self.net
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network tested and saved: the EMA weights when there is an EMA, else ``net``
+        (never the DDP or compile wrapper)."""
+        return self.ema.module if self.ema is not None else self.net
+
+
+def train_one_epoch(loop: TrainLoop, epoch: int, on_step: Callable[[float], None] | None = None,
+                    lrs: list[float] | None = None) -> tuple[float, float]:
+    """One pass over ``loop.train_loader``: forward, loss, backward, Adam step, scheduler step
+    per batch, and an update of ``loop.ema`` when there is one.
+
+    The forward pass runs under ``loop.precision``; the backward and the step go through its
+    GradScaler, which scales the loss for fp16 and passes through otherwise.
+
+    The step losses are read back to the host (one device sync) every
+    :func:`loss_sync_every` steps and after the last step; that is when ``on_step(loss)`` runs
+    for each of those steps and when a non-finite loss is caught.
 
     Returns ``(mean loss per image, top-1 accuracy as a fraction)``. Appends each step's LR to
     ``lrs`` if given.
@@ -138,8 +136,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
     Raises:
         TrainingDiverged: a loss is NaN or inf, naming ``epoch``, the step and its LR.
     """
-    precision = precision or Precision("fp32", device.type)
-    scaler = precision.scaler
+    model, optimizer, device = loop.stepped, loop.optimizer, loop.device
+    scaler, sync_every = loop.precision.scaler, loss_sync_every(device)
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -157,12 +155,12 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
                 on_step(value)
         pending.clear()
 
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(loop.train_loader):
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
-        with precision.autocast():
+        with loop.precision.autocast():
             logits = model(x)
-            loss = criterion(logits, y)
+            loss = loop.criterion(logits, y)
         lr = optimizer.param_groups[0]["lr"]
         if lrs is not None:
             lrs.append(lr)
@@ -170,9 +168,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, criterion, device, epoc
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # skipped when fp16 gradients overflowed
         scaler.update()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        loop.scheduler.step()
+        if loop.ema is not None:
+            loop.ema.update_parameters(loop.net)
         total_loss += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -236,23 +234,24 @@ class FitResult:
     lrs: list[float] = field(default_factory=list)
 
 
-def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, device, epochs: int,
-        start_epoch: int = 0, result: FitResult | None = None,
-        on_epoch_end: Callable[[int, FitResult], None] | None = None, ema=None,
-        eval_model=None, show: bool = True, precision: Precision | None = None) -> FitResult:
-    """Train from ``start_epoch`` to ``epochs``, evaluating on ``test_loader`` after each epoch:
-    ``eval_model`` if given, else the EMA weights when ``ema`` is given, else ``model``.
+def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
+        on_epoch_end: Callable[[int, FitResult], None] | None = None,
+        show: bool = True) -> FitResult:
+    """Train from ``start_epoch`` to ``loop.epochs``, testing ``loop.evaluated`` on
+    ``loop.test_loader`` after each epoch, and return the history (appended to ``result``,
+    a resumed run's history so far, when given).
 
-    Training and evaluation run under ``precision`` (fp32 when None).
     Under torch.distributed the training loss and accuracy are averaged over ranks; ``show``
     turns the progress bar and epoch lines on (rank 0).
 
     One tqdm bar counts every training step of the run, with its ETA. ``on_epoch_end(epoch,
-    result)`` runs after each epoch (checkpointing). Raises :class:`TrainingDiverged`.
+    result)`` runs after each epoch (checkpointing, live logging).
+
+    Raises:
+        TrainingDiverged: from :func:`train_one_epoch`.
     """
     result = result or FitResult()
-    evaluated = eval_model if eval_model is not None else ema.module if ema is not None else model
-    steps = len(train_loader)
+    epochs, steps = loop.epochs, len(loop.train_loader)
     bar = tqdm(total=epochs * steps, initial=start_epoch * steps, unit="step",
                desc="train", dynamic_ncols=True, mininterval=1.0, disable=not show)
     try:
@@ -260,13 +259,12 @@ def fit(model, train_loader, test_loader, optimizer, scheduler, criterion, devic
             t0 = time.perf_counter()
             bar.set_description(f"train epoch {epoch + 1}/{epochs}")
             train_loss, train_acc = train_one_epoch(
-                model, train_loader, optimizer, scheduler, criterion, device, epoch,
+                loop, epoch, lrs=result.lrs,
                 on_step=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}",
-                                                                     refresh=False)),
-                lrs=result.lrs, ema=ema, sync_every=loss_sync_every(device), precision=precision,
-            )
-            train_loss, train_acc = distributed.mean([train_loss, train_acc], device)
-            test_loss, test_acc = score(*predict(evaluated, test_loader, device, precision))
+                                                                     refresh=False)))
+            train_loss, train_acc = distributed.mean([train_loss, train_acc], loop.device)
+            test_loss, test_acc = score(*predict(loop.evaluated, loop.test_loader, loop.device,
+                                                 loop.precision))
             result.history.append(EpochStats(
                 epoch + 1, train_loss, train_acc, test_loss, test_acc,
                 result.lrs[-1], time.perf_counter() - t0))

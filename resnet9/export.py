@@ -31,11 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from resnet9 import PipelineError, artifacts, provenance, recipe
+from resnet9 import PipelineError, artifacts, batch_augment, paths, provenance
 
-ONNX_FILE = Path("data/model.onnx")
-TORCHSCRIPT_FILE = Path("data/model.ts")
-EXPORT_METRICS = Path("metrics/export.json")
 OPSET = 18  # torch 2.14's native onnxscript opset: exported without a version conversion
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 CHECK_IMAGES = 1_000  # test images the exports are checked on
@@ -155,8 +152,8 @@ def speed(net: torch.nn.Module, session, x: torch.Tensor, rounds: int = 3,
 
 
 def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
-                     onnx_path: Path | str = ONNX_FILE,
-                     torchscript_path: Path | str = TORCHSCRIPT_FILE,
+                     onnx_path: Path | str = paths.ONNX_FILE,
+                     torchscript_path: Path | str = paths.TORCHSCRIPT_FILE,
                      speed_batch: int = SPEED_BATCH, min_seconds: float = 1.0) -> dict:
     """Export ``net`` to ONNX and TorchScript, check both, and only then write them.
 
@@ -178,7 +175,7 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
     """
     net = net.cpu().eval()
     norm = saved["normalization"]
-    x = recipe.normalize(torch.from_numpy(images).permute(0, 3, 1, 2), norm["mean"], norm["std"])
+    x = batch_augment.normalize(torch.from_numpy(images), norm["mean"], norm["std"])
     x = x.contiguous()
     with torch.inference_mode():
         reference = batched(lambda b: net(b.contiguous(memory_format=torch.channels_last)), x)

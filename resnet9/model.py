@@ -8,6 +8,7 @@ network has 6,573,130 parameters.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -89,3 +90,14 @@ class ResNet9(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def summary(model: nn.Module, device: torch.device) -> str:
+    """torchinfo's layer-by-layer summary for one (1, 3, 32, 32) input, as text."""
+    from torchinfo import summary as torchinfo_summary
+    from torchinfo.enums import Units
+
+    stats = torchinfo_summary(model, input_size=(1, 3, 32, 32), device=device, verbose=0,
+                              col_names=("output_size", "num_params", "mult_adds"))
+    # torchinfo 1.8 formats its unit enum as "(Units.MEGABYTES)" on Python >= 3.11: print "(M)".
+    return re.sub(r"\(Units\.(\w+)\)", lambda m: f"({Units[m.group(1)].value})", str(stats)) + "\n"

@@ -83,17 +83,14 @@ class LrFindParams(Section):
         return self
 
 
-class TrainParams(Section):
-    """``train``: Adam + CrossEntropyLoss under the One Cycle policy (Smith & Topin 2017)."""
+class RecipeParams(Section):
+    """``recipe``: what the LR range test shares with training, so that it probes the run that
+    follows: the batches and their augmentation, the loss, Adam's weight decay, the seed and the
+    hardware. lr_find and train depend on this section as a whole."""
 
-    epochs: Annotated[int, Field(ge=1, le=1000)]
     batch_size: Annotated[int, Field(ge=1, le=50_000)]
-    max_lr: Annotated[Number, Field(gt=0, le=100)] | Auto  # auto = the LR range test's suggestion
-    peak_epoch: Annotated[Number, Field(gt=0, le=1000)]
-    div_factor: Annotated[Number, Field(ge=1, le=1e6)]  # LRMIN = max_lr / div_factor
     weight_decay: Annotated[Number, Field(ge=0, le=1)]
     decay_bn_and_bias: bool  # false: no decay on BN / biases
-    ema_decay: Annotated[Number, Field(ge=0, lt=1)]  # 0 = off; else EMA of the weights
     label_smoothing: Annotated[Number, Field(ge=0, lt=1)]
     seed: Annotated[int, Field(ge=0)]
     device: Literal["auto", "cpu", "cuda", "mps"]
@@ -104,16 +101,23 @@ class TrainParams(Section):
     # albumentations in a DataLoader, or the same augmentation as batched tensor ops on the
     # device with the dataset resident there; auto = torch on CUDA, albumentations elsewhere
     augment_backend: Literal["auto", "albumentations", "torch"]
+
+
+class TrainParams(Section):
+    """``train``: the train stage's own keys: the One Cycle policy (Smith & Topin 2017) over
+    ``epochs``, the weight EMA, and how the steps run (compiled, distributed)."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)]
+    max_lr: Annotated[Number, Field(gt=0, le=100)] | Auto  # auto = the LR range test's suggestion
+    peak_epoch: Annotated[Number, Field(gt=0, le=1000)]
+    div_factor: Annotated[Number, Field(ge=1, le=1e6)]  # LRMIN = max_lr / div_factor
+    ema_decay: Annotated[Number, Field(ge=0, lt=1)]  # 0 = off; else EMA of the weights
     compile: bool  # torch.compile the network
     # > 1: DistributedDataParallel under torchrun, one process per GPU (or CPU, with gloo)
     nproc_per_node: Annotated[int, Field(ge=1, le=64)]
 
     @model_validator(mode="after")
-    def _cross_checks(self):
-        if self.batch_size < self.nproc_per_node:
-            raise ValueError(
-                f"train.batch_size: {self.batch_size} is not allowed; expected at least "
-                f"train.nproc_per_node ({self.nproc_per_node}), one image per process")
+    def _peak_before_end(self):
         if self.peak_epoch >= self.epochs:
             raise ValueError(
                 f"train.peak_epoch: {self.peak_epoch:g} is not allowed; expected a number "
@@ -138,6 +142,7 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataParams,
     "model": ModelParams,
     "lr_find": LrFindParams,
+    "recipe": RecipeParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "analyze": AnalyzeParams,
@@ -226,6 +231,19 @@ def read(path: Path | str = PARAMS_FILE) -> dict:
     return doc
 
 
+def _check_across(sections: dict[str, Section]) -> None:
+    """The checks that span two sections, run when both are loaded.
+
+    Raises:
+        ParamsError: ``recipe.batch_size`` below ``train.nproc_per_node``.
+    """
+    recipe, train = sections.get("recipe"), sections.get("train")
+    if recipe is not None and train is not None and recipe.batch_size < train.nproc_per_node:
+        raise ParamsError(
+            f"recipe.batch_size: {recipe.batch_size} is not allowed; expected at least "
+            f"train.nproc_per_node ({train.nproc_per_node}), one image per process")
+
+
 def load(*names: str, path: Path | str = PARAMS_FILE):
     """Read ``path`` and return the validated sections ``names``, in order.
 
@@ -233,9 +251,10 @@ def load(*names: str, path: Path | str = PARAMS_FILE):
         ParamsError: the file is missing or not YAML, a section is missing, or any key is bad.
     """
     doc = read(path)
-    out = []
+    out = {}
     for name in names:
         if name not in doc:
             raise ParamsError(f"{path}: section '{name}' is missing")
-        out.append(parse(name, doc[name]))
-    return out[0] if len(out) == 1 else tuple(out)
+        out[name] = parse(name, doc[name])
+    _check_across(out)
+    return out[names[0]] if len(names) == 1 else tuple(out.values())

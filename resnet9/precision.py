@@ -1,4 +1,4 @@
-"""Numeric precision of the forward pass: bf16 or fp16 autocast, or fp32 (``train.precision``).
+"""Numeric precision of the forward pass: bf16 or fp16 autocast, or fp32 (``recipe.precision``).
 
 ``auto`` picks what the hardware does natively:
 

@@ -20,7 +20,7 @@ How an image becomes the network's input (:func:`prepare`), with Pillow:
    filter (``ImageOps.fit``): the aspect ratio is kept and the borders of non-square images are
    cut off. A 32x32 RGB image passes unchanged;
 4. scaled to [0, 1] and normalized per channel with the model file's mean and std
-   (:func:`resnet9.recipe.normalize`).
+   (:func:`resnet9.batch_augment.normalize`).
 
 Exit status: 0 every image predicted; 1 at least one image could not be read (each gets one
 line on stderr naming the file and the reason; the others are still predicted); 2 bad arguments;
@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageOps
 
-from resnet9 import PipelineError, engine, params, precision, recipe
+from resnet9 import PipelineError, batch_augment, engine, params, paths, precision, recipe
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
 BATCH = 256  # images per forward pass
@@ -86,10 +86,10 @@ def prepare(path: Path | str, size: Sequence[int] = recipe.INPUT_SIZE) -> Image.
 def to_tensor(images: Sequence[Image.Image], mean: Sequence[float],
               std: Sequence[float]) -> torch.Tensor:
     """RGB PIL images of equal size -> (N, 3, H, W) float32, normalized
-    (:func:`resnet9.recipe.normalize`)."""
+    (:func:`resnet9.batch_augment.normalize`)."""
     from torchvision.transforms.v2 import functional as F
 
-    return recipe.normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
+    return batch_augment.normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
 
 
 @torch.no_grad()
@@ -138,12 +138,12 @@ def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Imag
     name), and set each prediction's ``gradcam`` path."""
     import numpy as np
 
-    from resnet9 import artifacts, explain, figures
+    from resnet9 import artifacts, figures, gradcam
 
     targets = torch.tensor([classes.index(p.top[0][0]) for p in predictions], device=device)
     inputs = x.to(device).contiguous(memory_format=torch.channels_last)
     with amp.autocast():
-        cams = explain.gradcam(net, getattr(net, layer), inputs, targets).numpy()
+        cams = gradcam.gradcam(net, getattr(net, layer), inputs, targets).numpy()
     used: set[str] = set()
     for i, (image, pred) in enumerate(zip(images, predictions)):
         name = f"{Path(pred.file).name}.gradcam.png"
@@ -187,8 +187,8 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 all predicted, 1 an image could not be read, 2 bad arguments, "
                "3 unusable model file.")
     p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files, any size and mode")
-    p.add_argument("--model", type=Path, default=recipe.MODEL_FILE,
-                   help=f"model file written by the train stage (default {recipe.MODEL_FILE})")
+    p.add_argument("--model", type=Path, default=paths.MODEL_FILE,
+                   help=f"model file written by the train stage (default {paths.MODEL_FILE})")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")
     p.add_argument("--gradcam", type=Path, metavar="DIR",
                    help="write a Grad-CAM overlay per image to DIR/<file name>.gradcam.png")

@@ -1,28 +1,24 @@
-"""The training recipe, from validated params to torch objects: network, Adam, loss, loaders.
+"""The training recipe, from validated params to torch objects: network, Adam, EMA, loss, the
+LR used, and the model file.
 
 Shared by the lr_find, train, evaluate and analyze stages so that the LR range test sees the
-same network, optimizer, loss and augmentation as training does.
+same network, optimizer and loss as training does (the batches come from
+:mod:`resnet9.loaders`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
 
-from resnet9 import PipelineError, artifacts, augment, data, engine, params
+from resnet9 import PipelineError, artifacts, augment, data, params
 from resnet9.model import ResNet9, ResNet9Config
-from resnet9.params import ModelParams, ParamsError, TrainParams
+from resnet9.params import ModelParams, ParamsError, RecipeParams, TrainParams
+from resnet9.paths import LR_FIND_METRICS
 
-MODEL_FILE = Path("data/model.pt")
-LR_FIND_METRICS = Path("metrics/lr_find.json")
 SUGGESTED_MAX_LR = "suggested_max_lr"  # the LR range test's pick, a key of LR_FIND_METRICS
-TRAIN_METRICS = Path("metrics/train.json")
-# Where the model came from (resnet9.provenance), in git beside the metrics but not a DVC metric:
-# its strings (commit, date, device) would crowd the columns of `dvc exp show`.
-PROVENANCE_FILE = Path("metrics/provenance.json")
 
 
 def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
@@ -31,18 +27,18 @@ def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
     return net.to(device, memory_format=torch.channels_last)
 
 
-def optimizer(model: nn.Module, lr: float, weight_decay: float,
-              decay_bn_and_bias: bool = True) -> torch.optim.Adam:
-    """``torch.optim.Adam`` with L2 ``weight_decay`` at learning rate ``lr``.
+def optimizer(model: nn.Module, lr: float, recipe: RecipeParams) -> torch.optim.Adam:
+    """``torch.optim.Adam`` at learning rate ``lr`` with ``recipe.weight_decay`` (L2).
 
-    With ``decay_bn_and_bias=False`` the 1-D parameters (BatchNorm scales and shifts, the FC
-    bias) get no weight decay, as in Goyal et al. 2017 and airbench.
+    With ``recipe.decay_bn_and_bias`` false the 1-D parameters (BatchNorm scales and shifts,
+    the FC bias) get no weight decay, as in Goyal et al. 2017 and airbench.
     """
-    if decay_bn_and_bias or weight_decay == 0:
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    decay = recipe.weight_decay
+    if recipe.decay_bn_and_bias or decay == 0:
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
     params = list(model.parameters())
     return torch.optim.Adam([
-        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ], lr=lr)
 
@@ -76,55 +72,9 @@ def ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel |
     return AveragedModel(model, multi_avg_fn=warmed_up_ema, use_buffers=True)
 
 
-def criterion(train_params: TrainParams) -> nn.CrossEntropyLoss:
+def criterion(recipe: RecipeParams) -> nn.CrossEntropyLoss:
     """CrossEntropyLoss (log-softmax + NLL) with the configured label smoothing."""
-    return nn.CrossEntropyLoss(label_smoothing=train_params.label_smoothing)
-
-
-def augment_backend(train_params: TrainParams, device: torch.device) -> str:
-    """``albumentations`` or ``torch``; ``auto`` picks torch on CUDA only."""
-    if train_params.augment_backend != "auto":
-        return train_params.augment_backend
-    return "torch" if device.type == "cuda" else "albumentations"
-
-
-def train_loader(split: data.Split, train_params: TrainParams, device: torch.device,
-                 generator: torch.Generator):
-    """Shuffled, augmented batches ``(x, y)`` of ``train_params.batch_size``.
-
-    With the ``torch`` backend a :class:`resnet9.batch_augment.DeviceLoader` (dataset on the
-    device, batched augmentation); otherwise a DataLoader running albumentations per image.
-
-    Raises:
-        ParamsError: ``train.batch_size`` exceeds the number of training images.
-    """
-    if train_params.batch_size > len(split):
-        raise ParamsError(f"train.batch_size: {train_params.batch_size} is larger than the "
-                          f"{len(split)} training images; expected at most {len(split)}")
-    if augment_backend(train_params, device) == "torch":
-        from resnet9.batch_augment import DeviceLoader
-
-        return DeviceLoader(split, train_params.batch_size, device, shuffle=True, augment=True,
-                            generator=generator, pad_mode=train_params.pad_mode)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    dataset = data.AugmentedDataset(split, augment.train_transform(train_params.pad_mode, seed))
-    return engine.make_loader(
-        dataset, train_params.batch_size, shuffle=True, generator=generator,
-        num_workers=engine.resolve_num_workers(train_params.num_workers, device),
-        pin_memory=device.type == "cuda")
-
-
-def test_loader(split: data.Split, batch_size: int, device: torch.device,
-                num_workers: int | str = "auto"):
-    """Normalized test batches, in dataset order (kept on the device on CUDA)."""
-    if device.type == "cuda":
-        from resnet9.batch_augment import DeviceLoader
-
-        return DeviceLoader(split, batch_size, device, shuffle=False, augment=False)
-    dataset = data.AugmentedDataset(split, augment.test_transform())
-    return engine.make_loader(dataset, batch_size, shuffle=False,
-                              num_workers=engine.resolve_num_workers(num_workers, device),
-                              pin_memory=device.type == "cuda")
+    return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
 
 def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_METRICS) -> float:
@@ -173,14 +123,6 @@ def save_trained(path: Path | str, net: nn.Module, model_params: ModelParams, **
         "input_size": list(INPUT_SIZE),
         **extra,
     })
-
-
-def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """(N, 3, H, W) uint8 RGB -> float32 scaled to [0, 1] and normalized per channel:
-    ``(pixel / 255 - mean) / std``, with a model file's ``normalization`` mean and std."""
-    from torchvision.transforms.v2 import functional as F
-
-    return F.normalize(F.to_dtype(x, torch.float32, scale=True), list(mean), list(std))
 
 
 def _first_line(err: BaseException, limit: int = 120) -> str:

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from resnet9 import artifacts, cli, data, params
-from resnet9.data import DATASET_DIR
+from resnet9 import artifacts, data, params, runner
+from resnet9.paths import ARRAYS_FILE, DATASET_DIR, META_FILE
 
 
 def main() -> None:
@@ -31,8 +31,8 @@ def main() -> None:
 
     def write(tmp):
         tmp.mkdir()
-        np.savez(tmp / data.ARRAYS_FILE, **arrays)
-        artifacts.write_json(tmp / data.META_FILE, meta)
+        np.savez(tmp / ARRAYS_FILE.name, **arrays)
+        artifacts.write_json(tmp / META_FILE.name, meta)
 
     artifacts.write_with(DATASET_DIR, write)
     print(f"download: wrote {DATASET_DIR}/ ({meta['counts']['train']:,} train, "
@@ -40,4 +40,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run("download", main)
+    runner.run_stage("download", main)

@@ -4,18 +4,17 @@ more columns would crowd `dvc exp show`)."""
 
 import pandas as pd
 
-from resnet9 import artifacts, cli, data, engine, params, precision, recipe
-from resnet9.data import DATASET_DIR
-from resnet9.recipe import MODEL_FILE
+from resnet9 import artifacts, data, engine, loaders, params, precision, recipe, runner
+from resnet9.paths import CONFUSION_CSV, EVALUATE_METRICS, MODEL_FILE, PER_CLASS_CSV
 
 
 def main() -> None:
-    eval_p, train_p = params.load("evaluate", "train")
-    device = engine.select_device(train_p.device)
-    amp = precision.resolve(train_p.precision, device)
+    eval_p, recipe_p = params.load("evaluate", "recipe")
+    device = engine.select_device(recipe_p.device)
+    amp = precision.resolve(recipe_p.precision, device)
     net, saved = recipe.load_trained(MODEL_FILE, device)
-    _, test = data.load_dataset(DATASET_DIR)
-    loader = recipe.test_loader(test, 1024, device)
+    _, test = data.load_dataset()
+    loader = loaders.test_loader(test, device)
     # One pass gives both the plain and the mirrored logits, for flip TTA.
     logits, mirrored, labels = engine.predict_views(net, loader, device, mirror=eval_p.tta,
                                                     desc="evaluate", precision=amp)
@@ -29,13 +28,13 @@ def main() -> None:
     metrics = {"accuracy": accuracy, "loss": loss, "test_images": len(labels)}
     if eval_p.tta:
         metrics["tta_accuracy"] = engine.score(engine.flip_tta(logits, mirrored), labels)[1]
-    artifacts.write_json("metrics/evaluate.json", metrics)
-    artifacts.write_csv("plots/confusion.csv", frame)
-    artifacts.write_csv("plots/per_class.csv", pd.DataFrame(
+    artifacts.write_json(EVALUATE_METRICS, metrics)
+    artifacts.write_csv(CONFUSION_CSV, frame)
+    artifacts.write_csv(PER_CLASS_CSV, pd.DataFrame(
         {"class": classes, "accuracy": per_class.values}))
     print(f"evaluate: top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {len(labels):,} test "
-          "images; wrote metrics/evaluate.json, plots/confusion.csv, plots/per_class.csv")
+          f"images; wrote {EVALUATE_METRICS}, {CONFUSION_CSV}, {PER_CLASS_CSV}")
 
 
 if __name__ == "__main__":
-    cli.run("evaluate", main)
+    runner.run_stage("evaluate", main)

@@ -3,25 +3,24 @@ torch eager -> metrics/export.json (logit differences, top-1 agreement, file siz
 
 import torch
 
-from resnet9 import artifacts, cli, data, export, recipe
-from resnet9.data import DATASET_DIR
-from resnet9.recipe import MODEL_FILE
+from resnet9 import artifacts, data, export, recipe, runner
+from resnet9.paths import EXPORT_METRICS, MODEL_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 
 
 def main() -> None:
     net, saved = recipe.load_trained(MODEL_FILE, torch.device("cpu"))
-    _, test = data.load_dataset(DATASET_DIR)
+    _, test = data.load_dataset()
     metrics = export.export_and_check(net, saved, test.x[: export.CHECK_IMAGES])
     metrics["model_pt_bytes"] = MODEL_FILE.stat().st_size
-    artifacts.write_json(export.EXPORT_METRICS, metrics)
+    artifacts.write_json(EXPORT_METRICS, metrics)
     o, t, s = metrics["onnx"], metrics["torchscript"], metrics["speed"]
     print(f"export: on {metrics['images']:,} test images, top-1 agreement with torch eager: "
           f"ONNX {o['top1_agreement']:.2%} (max |logit diff| {o['max_abs_logit_diff']:.2g}), "
           f"TorchScript {t['top1_agreement']:.2%} ({t['max_abs_logit_diff']:.2g}); "
           f"batch {s['batch_size']}: onnxruntime {s['onnxruntime_cpu_images_per_s']:,.0f} "
           f"images/s, torch eager {s['torch_eager_cpu_images_per_s']:,.0f} images/s; wrote "
-          f"{export.ONNX_FILE}, {export.TORCHSCRIPT_FILE}, {export.EXPORT_METRICS}")
+          f"{ONNX_FILE}, {TORCHSCRIPT_FILE}, {EXPORT_METRICS}")
 
 
 if __name__ == "__main__":
-    cli.run("export", main)
+    runner.run_stage("export", main)

@@ -12,6 +12,7 @@ import torch
 from resnet9 import augment
 from resnet9 import batch_augment as B
 from resnet9.data import Split
+from resnet9.loaders import DeviceLoader
 
 MEAN, STD = np.array(augment.CIFAR10_MEAN), np.array(augment.CIFAR10_STD)
 SIGMAS = 6  # a seeded draw; even unseeded, a 6-sigma bin miss has odds of about 1e-9
@@ -174,7 +175,7 @@ def _split(n: int) -> Split:
 
 def test_device_loader_covers_every_sample_once_and_is_reproducible():
     split = _split(1000)
-    make = lambda seed, **kw: B.DeviceLoader(  # noqa: E731
+    make = lambda seed, **kw: DeviceLoader(  # noqa: E731
         split, 128, "cpu", generator=torch.Generator().manual_seed(seed), **kw)
     loader = make(0)
     assert len(loader) == 8 and len(make(0, drop_last=True)) == 7

@@ -1,3 +1,5 @@
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,7 @@ from torch import nn
 from resnet9 import engine
 from resnet9.model import ResNet9, ResNet9Config
 from resnet9.params import ParamsError
+from resnet9.precision import Precision
 from resnet9.schedule import one_cycle
 
 CPU = torch.device("cpu")
@@ -21,6 +24,15 @@ def _loader(n=32, batch=8, seed=0):
 def _net():
     torch.manual_seed(0)
     return ResNet9(ResNet9Config(width_multiplier=0.125))
+
+
+def _loop(net, loader, epochs, criterion=None, lr=1e-4, max_lr=1e-3, ema=None):
+    """A TrainLoop on ``loader`` (train and test) under a One Cycle policy peaking after 1 epoch."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    return engine.TrainLoop(
+        net=net, optimizer=opt, scheduler=one_cycle(opt, max_lr, epochs, len(loader), 1, 10),
+        criterion=criterion or nn.CrossEntropyLoss(), train_loader=loader, test_loader=loader,
+        device=CPU, epochs=epochs, precision=Precision("fp32", "cpu"), ema=ema)
 
 
 def test_tta_averages_the_logits_of_the_image_and_its_mirror():
@@ -58,10 +70,8 @@ def test_score_is_cross_entropy_and_top1():
 
 
 def test_fit_records_history_and_every_step_lr():
-    net, loader = _net(), _loader()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    sched = one_cycle(opt, 1e-3, 3, len(loader), 1, 10)
-    result = engine.fit(net, loader, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 3)
+    loader = _loader()
+    result = engine.fit(_loop(_net(), loader, 3))
     assert [h.epoch for h in result.history] == [1, 2, 3]
     assert len(result.lrs) == 3 * len(loader)
     assert result.lrs[0] == pytest.approx(1e-4) and max(result.lrs) == pytest.approx(1e-3)
@@ -70,9 +80,6 @@ def test_fit_records_history_and_every_step_lr():
 
 
 def test_nan_loss_stops_with_epoch_step_and_hint():
-    net, loader = _net(), _loader()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sched = one_cycle(opt, 1e-3, 2, len(loader), 1, 10)
     calls = {"n": 0}
 
     def poisoned(logits, y):
@@ -82,13 +89,11 @@ def test_nan_loss_stops_with_epoch_step_and_hint():
 
     with pytest.raises(engine.TrainingDiverged, match=r"loss is nan at epoch 2, step 2 .*lower "
                                                      r"train.max_lr"):
-        engine.fit(net, loader, loader, opt, sched, poisoned, CPU, 2)
+        engine.fit(_loop(_net(), _loader(), 2, poisoned, lr=1e-3))
 
 
 def test_nan_loss_is_found_at_its_step_when_losses_are_read_back_in_groups():
-    net, loader = _net(), _loader()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sched = one_cycle(opt, 1e-3, 2, len(loader), 1, 10)
+    loader = _loader()
     calls, seen = {"n": 0}, []
 
     def poisoned(logits, y):
@@ -96,21 +101,20 @@ def test_nan_loss_is_found_at_its_step_when_losses_are_read_back_in_groups():
         loss = nn.functional.cross_entropy(logits, y)
         return loss * float("inf") if calls["n"] == 3 else loss
 
-    with pytest.raises(engine.TrainingDiverged, match=r"loss is inf at epoch 1, step 3 "):
-        engine.train_one_epoch(net, loader, opt, sched, poisoned, CPU, 0,
-                               on_step=seen.append, sync_every=len(loader))
+    loop = _loop(_net(), loader, 2, poisoned, lr=1e-3)
+    with pytest.raises(engine.TrainingDiverged, match=r"loss is inf at epoch 1, step 3 "), \
+            mock.patch.object(engine, "loss_sync_every", lambda device: len(loader)):
+        engine.train_one_epoch(loop, 0, on_step=seen.append)
     assert calls["n"] == len(loader)  # the group ran to its end before the read-back
     assert len(seen) == 2 and all(np.isfinite(seen))  # the steps before the bad one
 
 
 def test_losses_read_back_in_groups_reach_on_step_in_order():
     def run(sync_every):
-        net, loader = _net(), _loader()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        sched = one_cycle(opt, 1e-3, 2, len(loader), 1, 10)
         seen = []
-        out = engine.train_one_epoch(net, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 0,
-                                     on_step=seen.append, sync_every=sync_every)
+        with mock.patch.object(engine, "loss_sync_every", lambda device: sync_every):
+            out = engine.train_one_epoch(_loop(_net(), _loader(), 2, lr=1e-3), 0,
+                                         on_step=seen.append)
         return seen, out
 
     each, out_each = run(1)
@@ -121,7 +125,7 @@ def test_losses_read_back_in_groups_reach_on_step_in_order():
 def test_unavailable_device_is_a_params_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ParamsError, match=r"train.device: 'cuda' is not available"):
+    with pytest.raises(ParamsError, match=r"recipe.device: 'cuda' is not available"):
         engine.select_device("cuda")
     assert engine.select_device("auto") == CPU
 
@@ -130,10 +134,7 @@ def test_seeded_training_is_deterministic_on_cpu():
     def run():
         engine.seed_everything(3)
         net = ResNet9(ResNet9Config(width_multiplier=0.125))
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        loader = _loader()
-        sched = one_cycle(opt, 1e-3, 1, len(loader), 0.5, 10)
-        engine.fit(net, loader, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 1)
+        engine.fit(_loop(net, _loader(), 2, lr=1e-3))
         return net.state_dict()
 
     a, b = run(), run()
@@ -159,10 +160,10 @@ def test_ema_weights_differ_from_the_raw_weights_and_are_the_ones_evaluated():
     from resnet9.recipe import ema as make_ema
 
     net, loader = _net(), _loader()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    sched = one_cycle(opt, 1e-2, 2, len(loader), 1, 10)
     ema = make_ema(net, 0.9)
-    result = engine.fit(net, loader, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 2, ema=ema)
+    loop = _loop(net, loader, 2, lr=1e-3, max_lr=1e-2, ema=ema)
+    assert loop.evaluated is ema.module and loop.stepped is net
+    result = engine.fit(loop)
     raw, avg = net.state_dict(), ema.module.state_dict()
     assert not torch.allclose(raw["fc.weight"], avg["fc.weight"])
     assert not torch.allclose(raw["prep.1.running_mean"], avg["prep.1.running_mean"])
@@ -173,9 +174,14 @@ def test_ema_weights_differ_from_the_raw_weights_and_are_the_ones_evaluated():
 
 
 def test_no_weight_decay_on_bn_and_bias():
+    from resnet9 import params
     from resnet9.recipe import optimizer
 
-    opt = optimizer(_net(), 1e-3, 5e-4, decay_bn_and_bias=False)
+    from conftest import ROOT
+
+    recipe = params.load("recipe", path=ROOT / "params.yaml").model_copy(
+        update={"weight_decay": 5e-4, "decay_bn_and_bias": False})
+    opt = optimizer(_net(), 1e-3, recipe)
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 5e-4 and all(p.ndim == 4 or p.ndim == 2
                                                     for p in decayed["params"])

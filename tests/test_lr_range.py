@@ -51,7 +51,7 @@ def test_range_test_scans_exponentially_and_restores_the_model():
 
 
 def test_range_test_accepts_a_device_loader():
-    from resnet9.batch_augment import DeviceLoader
+    from resnet9.loaders import DeviceLoader
     from resnet9.data import Split
 
     rng = np.random.default_rng(0)

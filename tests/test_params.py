@@ -22,13 +22,13 @@ BAD = {
     "model": {"width_multiplier": ["wide", 0]},
     "lr_find": {"start_lr": ["low", 0], "end_lr": [[1], -1], "num_iter": [2.5, 1],
                 "step_mode": [1, "log"], "rule": [None, "valley"], "fraction": ["a", 1.5]},
-    "train": {"epochs": [2.0, 0], "batch_size": ["512", 0], "max_lr": ["fast", 0],
-              "peak_epoch": ["five", -1], "div_factor": ["x", 0.5], "weight_decay": ["x", -1e-4],
-              "decay_bn_and_bias": ["no", 0], "ema_decay": ["x", 1.0],
-              "label_smoothing": ["x", 1.0], "seed": [0.5, -3], "device": [0, "tpu"],
-              "precision": ["half", 16],
-              "num_workers": ["many", -1], "pad_mode": [0, "edge"],
-              "augment_backend": [None, "dali"], "compile": ["yes", 1],
+    "recipe": {"batch_size": ["512", 0], "weight_decay": ["x", -1e-4],
+               "decay_bn_and_bias": ["no", 0], "label_smoothing": ["x", 1.0],
+               "seed": [0.5, -3], "device": [0, "tpu"], "precision": ["half", 16],
+               "num_workers": ["many", -1], "pad_mode": [0, "edge"],
+               "augment_backend": [None, "dali"]},
+    "train": {"epochs": [2.0, 0], "max_lr": ["fast", 0], "peak_epoch": ["five", -1],
+              "div_factor": ["x", 0.5], "ema_decay": ["x", 1.0], "compile": ["yes", 1],
               "nproc_per_node": ["two", 0]},
     "evaluate": {"tta": ["yes", 1]},
     "analyze": {"num_misclassified": ["all", 0], "gradcam_layer": [3, "fc"]},
@@ -48,8 +48,8 @@ def test_the_schema_holds_no_defaults_that_could_disagree_with_params_yaml():
 @pytest.mark.parametrize("section, key, value, expected", [
     ("train", "epochs", 0, "an integer in [1, 1,000]"),
     ("train", "max_lr", "fast", "a number in (0, 100] or 'auto'"),
-    ("train", "num_workers", -1, "an integer in [0, 64] or 'auto'"),
-    ("train", "device", "tpu", "one of 'auto', 'cpu', 'cuda', 'mps'"),
+    ("recipe", "num_workers", -1, "an integer in [0, 64] or 'auto'"),
+    ("recipe", "device", "tpu", "one of 'auto', 'cpu', 'cuda', 'mps'"),
     ("train", "compile", "yes", "true or false"),
     ("data", "train_subset", 5, "an integer in [10, 50,000] or null"),
     ("train", "div_factor", 0.5, "a number in [1, 1,000,000]"),
@@ -98,6 +98,16 @@ def test_peak_epoch_must_come_before_the_last_epoch(peak):
         params.parse("train", {**shipped("train"), "peak_epoch": peak})
 
 
+def test_batch_size_must_give_every_process_an_image(tmp_path):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["recipe"]["batch_size"], doc["train"]["nproc_per_node"] = 2, 4
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ParamsError, match=r"^recipe\.batch_size: 2 is not allowed; expected at "
+                                          r"least train\.nproc_per_node \(4\)"):
+        params.load("recipe", "train", path=tmp_path / "params.yaml")
+    assert params.load("recipe", path=tmp_path / "params.yaml").batch_size == 2  # alone: fine
+
+
 def test_end_lr_must_exceed_start_lr():
     with pytest.raises(ParamsError, match=r"lr_find\.end_lr"):
         params.parse("lr_find", {**shipped("lr_find"), "start_lr": 0.1, "end_lr": 0.01})
@@ -130,7 +140,8 @@ def test_load_reports_missing_file_and_section(tmp_path):
     ("download", "data", "train_subset", 0),
     ("lr_find", "lr_find", "step_mode", "log"),
     ("train", "train", "epochs", 0),
-    ("train", "train", "device", "cuda"),  # no CUDA on the test machine
+    ("train", "recipe", "device", "cuda"),  # no CUDA on the test machine
+    ("lr_find", "recipe", "batch_size", 0),
     ("evaluate", "evaluate", "tta", "yes"),
     ("analyze", "analyze", "gradcam_layer", "fc"),
 ])

@@ -93,7 +93,8 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
                data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 1000},
                model={"width_multiplier": 0.25},
                lr_find={"num_iter": 30},
-               train={"epochs": 2, "peak_epoch": 1, "batch_size": 128})
+               recipe={"batch_size": 128},
+               train={"epochs": 2, "peak_epoch": 1})
     sh(repo, "git", "init", "-q")
     commit_all(repo, "project")
     first = sh(repo, "dvc", "repro")
@@ -345,8 +346,8 @@ def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz
     proc = sh(repo, "make", "quick", "SEED=2", f"SOURCE={cifar_npz}", f"EXTRA={extra}")
     assert ran(proc) == set(STAGES), proc.stdout
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["train"] | {"seed": 2, "max_lr": 0.008, "batch_size": 256, "epochs": 2} \
-        == params["train"]  # the quick settings, then EXTRA's
+    assert params["train"] | {"max_lr": 0.008, "epochs": 2} == params["train"]  # quick, EXTRA
+    assert params["recipe"] | {"seed": 2, "batch_size": 256} == params["recipe"]
     assert params["data"]["source"] == str(cifar_npz)
     assert params["model"]["width_multiplier"] == 0.125
     history = pd.read_csv(repo / "plots/train_history.csv")

@@ -1,4 +1,4 @@
-"""train.precision: the choice per device, and the GradScaler step path on the CPU."""
+"""recipe.precision: the choice per device, and the GradScaler step path on the CPU."""
 
 import numpy as np
 import pytest
@@ -38,8 +38,8 @@ def test_bad_settings_are_named():
         precision.choose("fp8", "cuda", (9, 0))
     with pytest.raises(ValueError, match="capability"):
         precision.choose("auto", "cuda", None)
-    with pytest.raises(ParamsError, match=r"train.precision: 'half' is not allowed"):
-        parse("train", {**read(ROOT / "params.yaml")["train"], "precision": "half"})
+    with pytest.raises(ParamsError, match=r"recipe.precision: 'half' is not allowed"):
+        parse("recipe", {**read(ROOT / "params.yaml")["recipe"], "precision": "half"})
 
 
 def test_resolve_on_this_cpu_is_fp32_with_a_disabled_scaler():
@@ -58,8 +58,10 @@ def _train(amp: Precision, steps: int = 6):
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     sched = one_cycle(opt, 3e-3, 1, steps, 0.3, 10)
     losses: list[float] = []
-    engine.train_one_epoch(net, loader, opt, sched, nn.CrossEntropyLoss(), CPU, 0,
-                           on_step=losses.append, precision=amp)
+    loop = engine.TrainLoop(net=net, optimizer=opt, scheduler=sched,
+                            criterion=nn.CrossEntropyLoss(), train_loader=loader,
+                            test_loader=loader, device=CPU, epochs=1, precision=amp)
+    engine.train_one_epoch(loop, 0, on_step=losses.append)
     return net, losses
 
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, colour_arrays
-from resnet9 import data, predict, recipe
+from resnet9 import data, loaders, paths, predict, recipe
 
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
@@ -45,7 +45,7 @@ def _stage_workdir(tmp_path: Path, model: Path, n_test: int = 40) -> Path:
     np.savez(work / "data/cifar10/arrays.npz", x_train=x, y_train=y, x_test=x, y_test=y)
     (work / "data/cifar10/meta.json").write_text(json.dumps({"sha256": {"test": "synthetic"}}))
     shutil.copy(ROOT / "params.yaml", work / "params.yaml")
-    shutil.copy(model, work / recipe.MODEL_FILE)
+    shutil.copy(model, work / paths.MODEL_FILE)
     return work
 
 
@@ -61,7 +61,7 @@ def test_predictions_on_test_images_equal_the_evaluate_stage(tmp_path, tiny_mode
     evaluated = pd.read_csv(work / "plots/confusion.csv").predicted.tolist()
     assert len(set(evaluated)) > 2  # the check means something: the classes vary
 
-    _, test = data.load_dataset(work / data.DATASET_DIR)
+    _, test = data.load_dataset(work / paths.DATASET_DIR)
     files = []
     for i, image in enumerate(test.x):
         files.append(tmp_path / f"test_{i:02d}.png")
@@ -77,7 +77,7 @@ def test_predictions_on_test_images_equal_the_evaluate_stage(tmp_path, tiny_mode
     # The probabilities too: softmax of the logits the evaluate stage computes.
     net, _ = recipe.load_trained(tiny_model, torch.device("cpu"))
     from resnet9 import engine
-    logits, _ = engine.predict(net, recipe.test_loader(test, 16, torch.device("cpu")),
+    logits, _ = engine.predict(net, loaders.test_loader(test, torch.device("cpu"), 16),
                                torch.device("cpu"))
     expected = torch.softmax(logits, 1)
     for row, p in zip(expected, result["predictions"]):
@@ -255,11 +255,11 @@ def test_a_bad_model_file_gives_one_line_naming_it_and_what_to_do(tmp_path, tiny
 @pytest.mark.parametrize("stage", ["evaluate", "analyze", "export"])
 def test_the_stages_report_a_bad_model_file_in_one_line(tmp_path, tiny_model, stage):
     work = _stage_workdir(tmp_path, tiny_model)
-    (work / recipe.MODEL_FILE).write_bytes(tiny_model.read_bytes()[:5000])
+    (work / paths.MODEL_FILE).write_bytes(tiny_model.read_bytes()[:5000])
     proc = _run_stage(work, stage)
     assert proc.returncode == 1
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
-    assert proc.stderr.startswith(f"{stage}: error: {recipe.MODEL_FILE}: not a readable model "
+    assert proc.stderr.startswith(f"{stage}: error: {paths.MODEL_FILE}: not a readable model "
                                   "file, truncated or corrupt")
     assert HINT in proc.stderr
 

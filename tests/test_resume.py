@@ -25,7 +25,7 @@ ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
 CKPT_DIR = ".cache/checkpoints"
 
 
-def _workdir(tmp_path: Path, name: str, **train) -> Path:
+def _workdir(tmp_path: Path, name: str, **settings) -> Path:
     work = tmp_path / name
     (work / "data/cifar10").mkdir(parents=True)
     arrays = tiny_arrays(n_train=1024, n_test=100, seed=1)
@@ -33,8 +33,10 @@ def _workdir(tmp_path: Path, name: str, **train) -> Path:
     (work / "data/cifar10/meta.json").write_text(json.dumps({"sha256": {"train": "synthetic"}}))
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     doc["model"]["width_multiplier"] = 0.125
-    doc["train"].update({"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
-                         "device": "cpu", "num_workers": 0, "ema_decay": 0.0, **train})
+    settings = {"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
+                "device": "cpu", "num_workers": 0, "ema_decay": 0.0, **settings}
+    for key, value in settings.items():  # each key into its section, recipe or train
+        doc["recipe" if key in doc["recipe"] else "train"][key] = value
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
     return work
 
@@ -138,21 +140,21 @@ def test_auto_max_lr_without_an_lr_finder_result(tmp_path):
 
 def test_batch_size_larger_than_the_training_set(tmp_path):
     work = _workdir(tmp_path, "big_batch", batch_size=2048)
-    _fails_with(work, "train.batch_size: 2048 is larger than the 1024 training images")
+    _fails_with(work, "recipe.batch_size: 2048 is larger than the 1024 training images")
 
 
 def _test_loss(work: Path, state_dict: dict) -> float:
     """Test loss of the width-0.125 network with ``state_dict`` on ``work``'s test set."""
     import torch
 
-    from resnet9 import data, engine, recipe
+    from resnet9 import data, engine, loaders, recipe
     from resnet9.params import ModelParams
 
     cpu = torch.device("cpu")
     net = recipe.build_model(ModelParams(width_multiplier=0.125), cpu)
     net.load_state_dict(state_dict)
     _, test = data.load_dataset(work / "data/cifar10")
-    return engine.score(*engine.predict(net.eval(), recipe.test_loader(test, 1024, cpu), cpu))[0]
+    return engine.score(*engine.predict(net.eval(), loaders.test_loader(test, cpu), cpu))[0]
 
 
 def test_ema_weights_are_evaluated_and_saved_and_an_ema_run_resumes_exactly(tmp_path):
@@ -233,12 +235,16 @@ def test_checkpoint_interval_from_the_environment():
 
 
 def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(monkeypatch):
+    from types import SimpleNamespace
+
     from resnet9 import checkpoint
 
     written = []
-    monkeypatch.setattr(checkpoint, "save", lambda path, *, epoch, **kw: written.append(epoch))
+    monkeypatch.setattr(checkpoint, "save",
+                        lambda path, loop, *, epoch, **kw: written.append(epoch))
     now = [0.0]
-    saver = checkpoint.Saver("x.pt", epochs=6, every_s=60, clock=lambda: now[0], fp="f")
+    saver = checkpoint.Saver("x.pt", SimpleNamespace(epochs=6), every_s=60, fp="f",
+                             clock=lambda: now[0])
     for epoch, seconds in enumerate([25, 25, 25, 70, 10, 100]):  # epoch lengths
         now[0] += seconds
         saver(epoch, None)
@@ -247,7 +253,8 @@ def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(m
     assert written == [2, 3]
 
     written.clear()
-    every_epoch = checkpoint.Saver("x.pt", epochs=3, every_s=0, clock=lambda: 0.0, fp="f")
+    every_epoch = checkpoint.Saver("x.pt", SimpleNamespace(epochs=3), every_s=0, fp="f",
+                                   clock=lambda: 0.0)
     for epoch in range(3):
         every_epoch(epoch, None)
     assert written == [0, 1]
@@ -255,7 +262,7 @@ def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(m
 
 # ---- the same, under real `dvc exp run` in a temporary git repo on real CIFAR-10 ------------
 
-EXP_RUN = ("dvc", "exp", "run", "-S", "train.max_lr=0.005", "-S", "train.seed=1")
+EXP_RUN = ("dvc", "exp", "run", "-S", "train.max_lr=0.005", "-S", "recipe.seed=1")
 
 
 def _dvc_repo(base: Path, name: str, cifar_npz: Path) -> Path:
@@ -266,7 +273,8 @@ def _dvc_repo(base: Path, name: str, cifar_npz: Path) -> Path:
                data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 500},
                model={"width_multiplier": 0.125},
                lr_find={"num_iter": 10},
-               train={"epochs": 3, "peak_epoch": 1, "batch_size": 100, "device": "cpu"})
+               recipe={"batch_size": 100, "device": "cpu"},
+               train={"epochs": 3, "peak_epoch": 1})
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     commit_all(repo, "project")
     return repo

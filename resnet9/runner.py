@@ -1,4 +1,4 @@
-"""What every stage script shares: one-line errors, a non-zero exit, clean interruption."""
+"""How every stage script runs: one-line errors, a non-zero exit, clean interruption."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def run(stage: str, main: Callable[[], None]) -> None:
+def run_stage(stage: str, main: Callable[[], None]) -> None:
     """Run ``main`` as stage ``stage`` and exit.
 
     A :class:`PipelineError` prints ``<stage>: error: <message>`` and exits 1. SIGINT and SIGTERM

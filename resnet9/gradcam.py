@@ -1,8 +1,6 @@
-"""Grad-CAM (Selvaraju et al. 2017) with captum's LayerGradCam, and the torchinfo summary."""
+"""Grad-CAM (Selvaraju et al. 2017) with captum's LayerGradCam."""
 
 from __future__ import annotations
-
-import re
 
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
@@ -26,14 +24,3 @@ def gradcam(model: nn.Module, layer: nn.Module, images: torch.Tensor,
     cam = cam.detach().float().cpu()
     peak = cam.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
     return (cam / peak).clamp(0, 1)
-
-
-def summary(model: nn.Module, device: torch.device) -> str:
-    """torchinfo's layer-by-layer summary for one (1, 3, 32, 32) input, as text."""
-    from torchinfo import summary as torchinfo_summary
-    from torchinfo.enums import Units
-
-    stats = torchinfo_summary(model, input_size=(1, 3, 32, 32), device=device, verbose=0,
-                              col_names=("output_size", "num_params", "mult_adds"))
-    # torchinfo 1.8 formats its unit enum as "(Units.MEGABYTES)" on Python >= 3.11: print "(M)".
-    return re.sub(r"\(Units\.(\w+)\)", lambda m: f"({Units[m.group(1)].value})", str(stats)) + "\n"

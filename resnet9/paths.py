@@ -1,0 +1,56 @@
+"""Every file the pipeline writes, declared once, relative to the project root.
+
+Stages write these paths and name them in their messages; tests read them from here; and
+``tests/test_paths.py`` checks that each stage's outputs in dvc.yaml are exactly
+:data:`STAGE_OUTPUTS` (DVC cannot import Python, so dvc.yaml repeats the paths, and the test
+keeps the copy honest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# download: the canonical dataset every later stage reads
+DATASET_DIR = Path("data/cifar10")
+ARRAYS_FILE = DATASET_DIR / "arrays.npz"  # x_train, y_train, x_test, y_test (uint8 / int64)
+META_FILE = DATASET_DIR / "meta.json"  # source, counts, subset, sha256 per split
+
+# lr_find
+LR_FIND_METRICS = Path("metrics/lr_find.json")
+LR_FIND_CSV = Path("plots/lr_find.csv")
+LR_FIND_PNG = Path("plots/lr_find.png")
+
+# train
+MODEL_FILE = Path("data/model.pt")
+TRAIN_METRICS = Path("metrics/train.json")
+# Where the model came from (resnet9.provenance), in git beside the metrics but not a DVC
+# metric: its strings (commit, date, device) would crowd the columns of `dvc exp show`.
+PROVENANCE_FILE = Path("metrics/provenance.json")
+TRAIN_HISTORY = Path("plots/train_history.csv")
+LR_SCHEDULE = Path("plots/lr_schedule.csv")
+
+# evaluate
+EVALUATE_METRICS = Path("metrics/evaluate.json")
+CONFUSION_CSV = Path("plots/confusion.csv")
+PER_CLASS_CSV = Path("plots/per_class.csv")
+
+# analyze: figures for people
+FIGURES = {name: Path("plots") / f"{name}.png" for name in (
+    "confusion", "per_class", "samples", "augmented", "training_curves", "lr_schedule",
+    "misclassified", "gradcam")}
+MODEL_SUMMARY = Path("plots/model_summary.txt")
+
+# export
+ONNX_FILE = Path("data/model.onnx")
+TORCHSCRIPT_FILE = Path("data/model.ts")
+EXPORT_METRICS = Path("metrics/export.json")
+
+# What each stage writes: its outs, metrics and plots in dvc.yaml.
+STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
+    "download": (DATASET_DIR,),
+    "lr_find": (LR_FIND_METRICS, LR_FIND_CSV, LR_FIND_PNG),
+    "train": (MODEL_FILE, TRAIN_METRICS, PROVENANCE_FILE, TRAIN_HISTORY, LR_SCHEDULE),
+    "evaluate": (EVALUATE_METRICS, CONFUSION_CSV, PER_CLASS_CSV),
+    "analyze": (*FIGURES.values(), MODEL_SUMMARY),
+    "export": (ONNX_FILE, TORCHSCRIPT_FILE, EXPORT_METRICS),
+}
