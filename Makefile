@@ -9,9 +9,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt
+# The pinned requirements, then the package itself, editable (pyproject.toml); building it
+# uses the venv's setuptools, so nothing is downloaded for the build.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 repro: $(STAMP)

@@ -21,7 +21,6 @@ import csv
 import itertools
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -30,12 +29,10 @@ import torch
 import torchinfo
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from resnet9 import (augment, batch_augment, data, engine, loaders, params, precision,  # noqa: E402
+from resnet9 import (augment, batch_augment, data, engine, loaders, params, precision,
                      recipe, schedule)
-from resnet9.model import ResNet9, ResNet9Config  # noqa: E402
-from resnet9.params import ModelParams  # noqa: E402
+from resnet9.model import ResNet9, ResNet9Config
+from resnet9.params import ModelParams
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = 1e-3  # any stable LR: speed does not depend on it

@@ -11,6 +11,7 @@ from resnet9 import data
 from resnet9.data import DataError
 
 from conftest import ROOT, tiny_arrays
+from resnet9 import paths
 
 
 def _npz(path, arrays):
@@ -159,10 +160,10 @@ def test_download_stage_on_bad_data_fails_cleanly(tmp_path, defect):
 def test_download_stage_writes_the_canonical_dataset(tmp_path, cifar_npz):
     proc = _run_download(tmp_path, cifar_npz, train_subset=1000, test_subset=500)
     assert proc.returncode == 0, proc.stderr
-    train, test = data.load_dataset(tmp_path / "data/cifar10")
+    train, test = data.load_dataset(tmp_path / paths.DATASET_DIR)
     assert (len(train), len(test)) == (1000, 500)
     assert np.bincount(train.y).tolist() == [100] * 10
-    meta = yaml.safe_load((tmp_path / "data/cifar10/meta.json").read_text())
+    meta = yaml.safe_load((tmp_path / paths.META_FILE).read_text())
     assert meta["counts"] == {"train": 1000, "test": 500}
     assert meta["classes"][0] == "airplane" and meta["source"] == str(cifar_npz)
     assert meta["sha256"]["train"] == data.sha256_of(train.x, train.y.astype(np.uint8))

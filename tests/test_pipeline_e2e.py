@@ -24,6 +24,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT
+from resnet9 import paths
 
 PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/plots",
            ".dvcignore", ".gitignore", "data/.gitkeep"]
@@ -103,23 +104,23 @@ def repo(tmp_path_factory, cifar_npz) -> Path:
 
 
 def test_every_declared_output_exists_and_parses(repo):
-    lr = json.loads((repo / "metrics/lr_find.json").read_text())
+    lr = json.loads((repo / paths.LR_FIND_METRICS).read_text())
     assert sorted(lr) == ["min_loss_lr", "rule", "steepest_lr", "suggested_max_lr"]
     assert lr["suggested_max_lr"] > 0
     assert lr["rule"] == "min_loss_fraction"  # the shipped default
-    finder = pd.read_csv(repo / "plots/lr_find.csv")
+    finder = pd.read_csv(repo / paths.LR_FIND_CSV)
     assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
     assert (finder.suggested_max_lr == lr["suggested_max_lr"]).all()  # marked on the chart
     assert finder.lr.iloc[0] == pytest.approx(1e-7)
 
-    history = pd.read_csv(repo / "plots/train_history.csv")
+    history = pd.read_csv(repo / paths.TRAIN_HISTORY)
     assert list(history.columns) == ["epoch", "train_loss", "train_acc", "test_loss",
                                      "test_acc", "lr", "seconds"]
     assert history.epoch.tolist() == [1, 2]
     assert history[["train_acc", "test_acc"]].stack().between(0, 1).all()
-    schedule = pd.read_csv(repo / "plots/lr_schedule.csv")
+    schedule = pd.read_csv(repo / paths.LR_SCHEDULE)
     assert len(schedule) == 2 * 16 and list(schedule.columns) == ["step", "lr"]
-    trained = json.loads((repo / "metrics/train.json").read_text())
+    trained = json.loads((repo / paths.TRAIN_METRICS).read_text())
     assert trained["max_lr"] == lr["suggested_max_lr"]  # max_lr: auto takes the suggestion
     assert trained["min_lr"] == pytest.approx(trained["max_lr"] / 10)
     assert trained["train_loss"] == pytest.approx(history.train_loss.iloc[-1])
@@ -127,28 +128,28 @@ def test_every_declared_output_exists_and_parses(repo):
     assert trained["train_seconds"] == pytest.approx(history.seconds.sum())
     assert trained["images_per_s"] == pytest.approx(2 * 2000 / history.seconds.sum())
 
-    ev = json.loads((repo / "metrics/evaluate.json").read_text())
+    ev = json.loads((repo / paths.EVALUATE_METRICS).read_text())
     assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0
     assert sorted(ev) == ["accuracy", "loss", "test_images", "tta_accuracy"]  # no per-class
-    confusion = pd.read_csv(repo / "plots/confusion.csv")
+    confusion = pd.read_csv(repo / paths.CONFUSION_CSV)
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 1000
     assert (confusion.actual == confusion.predicted).mean() == pytest.approx(ev["accuracy"])
-    per_class = pd.read_csv(repo / "plots/per_class.csv")
+    per_class = pd.read_csv(repo / paths.PER_CLASS_CSV)
     assert list(per_class.columns) == ["class", "accuracy"] and len(per_class) == 10
 
-    saved = torch.load(repo / "data/model.pt", weights_only=True)
+    saved = torch.load(repo / paths.MODEL_FILE, weights_only=True)
     assert saved["model_params"] == {"width_multiplier": 0.25}
     assert saved["classes"][9] == "truck"
-    meta = json.loads((repo / "data/cifar10/meta.json").read_text())
+    meta = json.loads((repo / paths.META_FILE).read_text())
     assert meta["counts"] == {"train": 2000, "test": 1000}
-    provenance = json.loads((repo / "metrics/provenance.json").read_text())
+    provenance = json.loads((repo / paths.PROVENANCE_FILE).read_text())
     assert provenance == saved["provenance"]
     assert provenance["git_commit"] == sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
     assert provenance["git_dirty"] is False  # only pipeline outputs changed since the commit
     assert provenance["dataset_sha256"] == meta["sha256"]
     assert provenance["params"]["train"]["epochs"] == 2 and provenance["train_seconds"] > 0
 
-    export = json.loads((repo / "metrics/export.json").read_text())
+    export = json.loads((repo / paths.EXPORT_METRICS).read_text())
     assert export["images"] == 1000
     for name, path in (("onnx", "data/model.onnx"), ("torchscript", "data/model.ts")):
         assert export[name]["top1_agreement"] == 1.0
@@ -161,7 +162,7 @@ def test_every_declared_output_exists_and_parses(repo):
         assert png[:8] == b"\x89PNG\r\n\x1a\n", name
         width = int.from_bytes(png[16:20], "big")  # the IHDR chunk
         assert width <= 1400, (name, width)  # fits the results page without a cut-off column
-    summary = (repo / "plots/model_summary.txt").read_text()
+    summary = (repo / paths.MODEL_SUMMARY).read_text()
     assert "Total params" in summary and "Total mult-adds (M):" in summary
     assert "Units." not in summary
 
@@ -176,12 +177,12 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
     sh(repo, *git, "add", "-A")
     sh(repo, *git, "commit", "-qm", "baseline run")
-    before = json.loads((repo / "metrics/evaluate.json").read_text())
-    before_lr = json.loads((repo / "metrics/lr_find.json").read_text())["suggested_max_lr"]
+    before = json.loads((repo / paths.EVALUATE_METRICS).read_text())
+    before_lr = json.loads((repo / paths.LR_FIND_METRICS).read_text())["suggested_max_lr"]
     set_params(repo, train={"max_lr": 0.02})
     proc = sh(repo, "dvc", "repro")
     assert ran(proc) == {"train", "evaluate", "analyze", "export"}
-    after = json.loads((repo / "metrics/evaluate.json").read_text())
+    after = json.loads((repo / paths.EVALUATE_METRICS).read_text())
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
     changed = diff["metrics/evaluate.json"]
     assert changed["loss"]["old"] == pytest.approx(before["loss"])
@@ -223,12 +224,12 @@ def test_plots_show_writes_the_html_with_every_plot(repo):
 
 
 def test_deleted_outputs_come_back_from_the_cache_without_retraining(repo):
-    model = (repo / "data/model.pt").read_bytes()
-    shutil.rmtree(repo / "data/cifar10")
-    (repo / "data/model.pt").unlink()
+    model = (repo / paths.MODEL_FILE).read_bytes()
+    shutil.rmtree(repo / paths.DATASET_DIR)
+    (repo / paths.MODEL_FILE).unlink()
     sh(repo, "dvc", "checkout")
-    assert (repo / "data/model.pt").read_bytes() == model
-    assert (repo / "data/cifar10/arrays.npz").is_file()
+    assert (repo / paths.MODEL_FILE).read_bytes() == model
+    assert (repo / paths.ARRAYS_FILE).is_file()
     assert ran(sh(repo, "dvc", "repro")) == set()
 
 
@@ -241,7 +242,7 @@ def test_push_to_a_remote_and_pull_into_a_fresh_clone(repo, tmp_path):
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     assert not (clone / "data/model.pt").exists()
     sh(clone, "dvc", "pull")
-    assert (clone / "data/model.pt").read_bytes() == (repo / "data/model.pt").read_bytes()
+    assert (clone / "data/model.pt").read_bytes() == (repo / paths.MODEL_FILE).read_bytes()
     assert "Data and pipelines are up to date" in sh(clone, "dvc", "status").stdout
     assert ran(sh(clone, "dvc", "repro")) == set()
 
@@ -257,21 +258,21 @@ def test_the_registered_model_comes_with_dvc_artifacts_get_and_predicts(repo, tm
     elsewhere.mkdir()
     sh(elsewhere, "dvc", "artifacts", "get", str(repo), MODEL_NAME)
     model = elsewhere / "model.pt"
-    assert model.read_bytes() == (repo / "data/model.pt").read_bytes()
+    assert model.read_bytes() == (repo / paths.MODEL_FILE).read_bytes()
     sh(elsewhere, "dvc", "artifacts", "get", str(repo), MODEL_NAME, "--rev", "v0.1.0",
        "-o", "v0.1.0.pt")
     assert (elsewhere / "v0.1.0.pt").read_bytes() == model.read_bytes()
 
-    x = np.load(repo / "data/cifar10/arrays.npz")["x_test"][:3]
+    x = np.load(repo / paths.ARRAYS_FILE)["x_test"][:3]
     for i, image in enumerate(x):
         Image.fromarray(image).save(elsewhere / f"{i}.png")
     python = ["python", "-m", "resnet9.predict", "--model", "model.pt"]
     proc = sh(elsewhere, *python, "0.png", "1.png", "2.png", "--json", PYTHONPATH=str(ROOT))
     predicted = [p["top_k"][0]["class"] for p in json.loads(proc.stdout)["predictions"]]
-    confusion = pd.read_csv(repo / "plots/confusion.csv")
+    confusion = pd.read_csv(repo / paths.CONFUSION_CSV)
     assert predicted == confusion.predicted.iloc[:3].tolist()
     info = json.loads(sh(elsewhere, *python, "--info", "--json", PYTHONPATH=str(ROOT)).stdout)
-    assert info["provenance"] == json.loads((repo / "metrics/provenance.json").read_text())
+    assert info["provenance"] == json.loads((repo / paths.PROVENANCE_FILE).read_text())
 
 
 def test_queued_experiments_both_appear_in_exp_show(repo):
@@ -350,9 +351,9 @@ def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz
     assert params["recipe"] | {"seed": 2, "batch_size": 256} == params["recipe"]
     assert params["data"]["source"] == str(cifar_npz)
     assert params["model"]["width_multiplier"] == 0.125
-    history = pd.read_csv(repo / "plots/train_history.csv")
+    history = pd.read_csv(repo / paths.TRAIN_HISTORY)
     assert history.epoch.tolist() == [1, 2]
-    assert json.loads((repo / "metrics/train.json").read_text())["max_lr"] == 0.008
+    assert json.loads((repo / paths.TRAIN_METRICS).read_text())["max_lr"] == 0.008
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     assert any(exp.get("name") for commit in shown for exp in commit.get("experiments") or []), \
         json.dumps(shown)[:2000]  # the run is an experiment, listed by `dvc exp show`

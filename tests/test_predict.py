@@ -40,10 +40,10 @@ def run_predict(capsys, *args: str) -> tuple[int, str, str]:
 def _stage_workdir(tmp_path: Path, model: Path, n_test: int = 40) -> Path:
     """A directory with params.yaml, a synthetic data/cifar10 and the model file."""
     work = tmp_path / "work"
-    (work / "data/cifar10").mkdir(parents=True)
+    (work / paths.DATASET_DIR).mkdir(parents=True)
     x, y = colour_arrays(n_test, seed=1)
-    np.savez(work / "data/cifar10/arrays.npz", x_train=x, y_train=y, x_test=x, y_test=y)
-    (work / "data/cifar10/meta.json").write_text(json.dumps({"sha256": {"test": "synthetic"}}))
+    np.savez(work / paths.ARRAYS_FILE, x_train=x, y_train=y, x_test=x, y_test=y)
+    (work / paths.META_FILE).write_text(json.dumps({"sha256": {"test": "synthetic"}}))
     shutil.copy(ROOT / "params.yaml", work / "params.yaml")
     shutil.copy(model, work / paths.MODEL_FILE)
     return work
@@ -58,7 +58,7 @@ def test_predictions_on_test_images_equal_the_evaluate_stage(tmp_path, tiny_mode
     work = _stage_workdir(tmp_path, tiny_model)
     proc = _run_stage(work, "evaluate")
     assert proc.returncode == 0, proc.stderr
-    evaluated = pd.read_csv(work / "plots/confusion.csv").predicted.tolist()
+    evaluated = pd.read_csv(work / paths.CONFUSION_CSV).predicted.tolist()
     assert len(set(evaluated)) > 2  # the check means something: the classes vary
 
     _, test = data.load_dataset(work / paths.DATASET_DIR)

@@ -8,7 +8,7 @@ import subprocess
 
 import torch
 
-from resnet9 import provenance
+from resnet9 import paths, provenance
 
 CPU = torch.device("cpu")
 
@@ -22,14 +22,14 @@ def test_records_the_commit_and_whether_the_code_is_dirty(tmp_path):
     _git(tmp_path, "init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
     (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics/evaluate.json").write_text("{}\n")
+    (tmp_path / paths.EVALUATE_METRICS).write_text("{}\n")
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-qm", "c")
     head = _git(tmp_path, "rev-parse", "HEAD")
     assert provenance.git_state(tmp_path) == {"git_commit": head, "git_dirty": False,
                                               "git_dirty_files": []}
 
-    (tmp_path / "metrics/evaluate.json").write_text('{"accuracy": 1}\n')  # pipeline output
+    (tmp_path / paths.EVALUATE_METRICS).write_text('{"accuracy": 1}\n')  # pipeline output
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvc/.gitignore").write_text("/tmp\n")

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_arrays
+from resnet9 import paths
 
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
        "RESNET9_CHECKPOINT_EVERY_S": "0"}  # a checkpoint after every epoch but the last
@@ -27,10 +28,10 @@ CKPT_DIR = ".cache/checkpoints"
 
 def _workdir(tmp_path: Path, name: str, **settings) -> Path:
     work = tmp_path / name
-    (work / "data/cifar10").mkdir(parents=True)
+    (work / paths.DATASET_DIR).mkdir(parents=True)
     arrays = tiny_arrays(n_train=1024, n_test=100, seed=1)
-    np.savez(work / "data/cifar10/arrays.npz", **arrays)
-    (work / "data/cifar10/meta.json").write_text(json.dumps({"sha256": {"train": "synthetic"}}))
+    np.savez(work / paths.ARRAYS_FILE, **arrays)
+    (work / paths.META_FILE).write_text(json.dumps({"sha256": {"train": "synthetic"}}))
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     doc["model"]["width_multiplier"] = 0.125
     settings = {"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
@@ -47,7 +48,7 @@ def _train(work: Path, **kw) -> subprocess.Popen:
 
 
 def _metrics(work: Path) -> pd.DataFrame:
-    return pd.read_csv(work / "plots/train_history.csv").drop(columns="seconds")
+    return pd.read_csv(work / paths.TRAIN_HISTORY).drop(columns="seconds")
 
 
 def _checkpoints(work: Path) -> list[Path]:
@@ -76,7 +77,7 @@ def _interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.Comple
 def reference(tmp_path_factory) -> pd.DataFrame:
     work = _workdir(tmp_path_factory.mktemp("ref"), "uninterrupted")
     out, err = _train(work).communicate(timeout=600)
-    assert (work / "data/model.pt").is_file(), err
+    assert (work / paths.MODEL_FILE).is_file(), err
     return _metrics(work)
 
 
@@ -86,7 +87,7 @@ def test_interrupt_leaves_no_complete_output_then_resume_matches(tmp_path, refer
     stopped = _interrupt_after_first_checkpoint(work, sig)
     assert stopped.returncode == code, stopped.stderr
     assert "interrupted by" in stopped.stderr
-    assert not (work / "data/model.pt").exists()
+    assert not (work / paths.MODEL_FILE).exists()
     assert not (work / "plots").exists()
     assert not list(work.rglob("*.tmp*"))  # no temporaries left behind
 
@@ -130,7 +131,7 @@ def _fails_with(work: Path, message: str) -> None:
     assert proc.returncode == 1, out + err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"train: error: {message}"), err
-    assert not (work / "data/model.pt").exists() and not (work / "plots").exists()
+    assert not (work / paths.MODEL_FILE).exists() and not (work / "plots").exists()
 
 
 def test_auto_max_lr_without_an_lr_finder_result(tmp_path):
@@ -153,7 +154,7 @@ def _test_loss(work: Path, state_dict: dict) -> float:
     cpu = torch.device("cpu")
     net = recipe.build_model(ModelParams(width_multiplier=0.125), cpu)
     net.load_state_dict(state_dict)
-    _, test = data.load_dataset(work / "data/cifar10")
+    _, test = data.load_dataset(work / paths.DATASET_DIR)
     return engine.score(*engine.predict(net.eval(), loaders.test_loader(test, cpu), cpu))[0]
 
 
@@ -192,7 +193,7 @@ def _learnable(work: Path) -> None:
         x = base[:, None, None, :] + rng.integers(-20, 21, (n, 32, 32, 3))
         arrays[f"x_{split}"] = np.clip(x, 0, 255).astype(np.uint8)
         arrays[f"y_{split}"] = y.astype(np.uint8)
-    np.savez(work / "data/cifar10/arrays.npz", **arrays)
+    np.savez(work / paths.ARRAYS_FILE, **arrays)
 
 
 def test_two_process_ddp_on_cpu_matches_the_single_process_run(tmp_path):
@@ -293,7 +294,7 @@ def _exp_run(repo: Path) -> subprocess.CompletedProcess:
 
 
 def _results(repo: Path) -> tuple[pd.DataFrame, dict]:
-    return _metrics(repo), json.loads((repo / "metrics/evaluate.json").read_text())
+    return _metrics(repo), json.loads((repo / paths.EVALUATE_METRICS).read_text())
 
 
 def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_npz):
@@ -312,7 +313,7 @@ def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_n
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     assert "train: interrupted by SIGINT" in out, out
-    assert not (repo / "data/model.pt").exists()
+    assert not (repo / paths.MODEL_FILE).exists()
 
     again = _exp_run(repo)
     assert "train: resuming from " in again.stdout, again.stdout
