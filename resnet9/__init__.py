@@ -3,13 +3,21 @@
 Modules, each small and with one job (see ``../shared/DESIGN.md``):
 
 - :mod:`resnet9.params`    typed ``params.yaml`` sections and their validation
+- :mod:`resnet9.paths`     every output path, declared once
 - :mod:`resnet9.data`      dataset sources, integrity checks, the canonical dataset
 - :mod:`resnet9.augment`   CIFAR-10 statistics and the albumentations pipelines
-- :mod:`resnet9.model`     the ResNet-9 network
+- :mod:`resnet9.batch_augment` the same augmentation as batched tensor ops
+- :mod:`resnet9.loaders`   train and test loaders of both backends, with their RNG state
+- :mod:`resnet9.model`     the ResNet-9 network and its torchinfo summary
 - :mod:`resnet9.schedule`  the One Cycle policy
 - :mod:`resnet9.lr_range`  the LR range test and its pick rule
-- :mod:`resnet9.engine`    device choice, training and evaluation loops
+- :mod:`resnet9.recipe`    params to torch objects: network, Adam, EMA, loss; the model file
+- :mod:`resnet9.engine`    device choice, the training loop (``TrainLoop``), evaluation
+- :mod:`resnet9.checkpoint` resumable training state
+- :mod:`resnet9.distributed` DistributedDataParallel under torchrun
+- :mod:`resnet9.gradcam`   Grad-CAM with captum
 - :mod:`resnet9.figures`   matplotlib figures
+- :mod:`resnet9.runner`    how a stage script runs: one-line errors, exit codes
 - :mod:`resnet9.artifacts` atomic writes and reads of every output file
 - :mod:`resnet9.precision` bf16 / fp16 / fp32 autocast by device (``recipe.precision``)
 - :mod:`resnet9.provenance` where a model came from (git, versions, device, data, params)

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# ../shared/gpu/measure.sh brought up to date with this code (issues 11 and 13 renamed keys):
+# recipe.seed, metrics/lr_find.json's suggested_max_lr, checkpoints in .cache/checkpoints, the
+# repo on PYTHONPATH (the GPU machine has no `pip install -e .`), and the dataset joined from
+# /tmp/part.1, /tmp/part.2 (each earlier step copies its part there: docs/gpu) and .gpu3/part.3.
+# Default runs: the next experiment the README names, lr_find.fraction 0.3 at seeds 0-2, then
+# the speed benchmark and the defaults at seed 0 for comparison on the same card.
+# Use: `cp scripts/gpu_measure.sh .gpu3/measure.sh` after ../shared/gpu/pack.sh.
+# GPU machine, step 3 (from the project's root), after the transfer of .gpu1 (step 1), setup.sh
+# with .gpu2 (step 2) and the transfer of .gpu3 (this step). Joins the dataset, then runs the pipeline's stages
+# (download, lr_find, train, evaluate; no dvc needed) with params.yaml edited per run:
+#   smoke  : a 2-epoch run on a 2,000-image subset, to fail fast;
+#   seed0  : the full spec with the params.yaml defaults, seed 0;
+#   speed  : benchmarks/speed.py on the device at width 1.0, batch 512;
+#   (runs after the first:) while BUDGET_S (default 480) seconds are not spent.
+# Writes $OUT/summary.md (one line per run), $OUT/log.txt and $OUT/results.tgz (each run's
+# metrics/, plots/*.csv and stage logs). Env: RUNS (default "smoke seed0 speed seed1 seed2
+# compile"), BUDGET_S, BASE (overrides added to every run, e.g. for a CPU rehearsal).
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repo: no pip install -e there
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+RUNS=${RUNS:-smoke frac0 frac1 frac2 speed seed0}
+BUDGET_S=${BUDGET_S:-480}
+BASE=${BASE:-}
+SHA=a44cc18e4ad961b5158c7da062a6232fb65938b615bf013046199b823b75c43d
+NPZ=/tmp/cifar10.npz
+R=/tmp/gpu-results; rm -rf "$R"; mkdir -p "$R"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+start=$(date +%s)
+elapsed() { echo $(( $(date +%s) - start )); }
+
+if [ ! -f "$NPZ" ] || ! echo "$SHA  $NPZ" | sha256sum -c --status; then
+  cat /tmp/part.1 /tmp/part.2 .gpu3/part.3 > "$NPZ" 2>/dev/null  # steps 1-2 left parts 1-2 in /tmp
+fi
+echo "$SHA  $NPZ" | sha256sum -c || { echo "measure: dataset parts missing or wrong (were .gpu1 and .gpu2 transferred in steps 1 and 2, each within 30 s of the last?)"; ls -la .gpu1 .gpu2 .gpu3; exit 1; }
+cp params.yaml "$R/params.orig.yaml"
+echo "# GPU runs, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" > "$OUT/summary.md"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/summary.md" 2>/dev/null
+python3 -c "import torch;print('torch', torch.__version__)" >> "$OUT/summary.md"
+
+set_params() {  # key=value ... applied to the original params.yaml
+  python3 - "$R/params.orig.yaml" "$@" <<'PY'
+import sys, yaml
+p = yaml.safe_load(open(sys.argv[1]))
+for kv in sys.argv[2:]:
+    key, value = kv.split("=", 1)
+    section, name = key.split(".", 1)
+    p[section][name] = yaml.safe_load(value)
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+PY
+}
+
+pipeline() {  # tag key=value ...
+  local tag=$1; shift
+  local dir=$R/$tag; mkdir -p "$dir"
+  set_params data.source=$NPZ "$@" $BASE || { echo "| $tag | params failed |" >> "$OUT/summary.md"; return 1; }
+  cp params.yaml "$dir/"
+  rm -rf .cache/checkpoints
+  local line="| $tag |" ok=1
+  for stage in download lr_find train evaluate; do
+    local t0=$(date +%s.%N)
+    if ! python3 -m stages.$stage > "$dir/$stage.log" 2>&1; then
+      echo "[$tag] $stage FAILED:"; tail -25 "$dir/$stage.log"; ok=0
+      line="$line $stage FAILED |"; break
+    fi
+    local t=$(python3 -c "import time;print(f'{time.time()-$t0:.1f}')")
+    line="$line $stage ${t}s |"
+    echo "[$tag] $stage ${t}s: $(tail -1 "$dir/$stage.log")"
+  done
+  cp -r metrics "$dir/" 2>/dev/null; cp plots/*.csv "$dir/" 2>/dev/null
+  if [ $ok = 1 ]; then
+    line="$line $(python3 - <<'PY'
+import json, pandas as pd
+e = json.load(open("metrics/evaluate.json")); f = json.load(open("metrics/lr_find.json"))
+h = pd.read_csv("plots/train_history.csv")
+print(f"max_lr {f['suggested_max_lr']:.3g} | top-1 {e['accuracy']:.4f} | tta {e.get('tta_accuracy', float('nan')):.4f} "
+      f"| epochs {len(h)} | sum of epoch s {h['seconds'].sum():.1f} | last epoch s {h['seconds'].iloc[-1]:.2f} |")
+PY
+)"
+  fi
+  echo "$line" | tee -a "$OUT/summary.md"
+  [ $ok = 1 ]
+}
+
+for run in $RUNS; do
+  if [ "$run" != smoke ] && [ "$run" != frac0 ] && [ "$(elapsed)" -ge "$BUDGET_S" ]; then
+    echo "| $run | skipped: ${BUDGET_S}s budget spent |" | tee -a "$OUT/summary.md"; continue
+  fi
+  case $run in
+    smoke)   pipeline smoke data.train_subset=2000 data.test_subset=1000 train.epochs=2 \
+               train.peak_epoch=1 lr_find.num_iter=20 || { echo "smoke failed: stopping"; break; } ;;
+    seed0)   pipeline seed0 recipe.seed=0 ;;
+    seed1)   pipeline seed1 recipe.seed=1 ;;
+    seed2)   pipeline seed2 recipe.seed=2 ;;
+    compile) pipeline compile recipe.seed=0 train.compile=true ;;
+    frac0|frac1|frac2) pipeline $run recipe.seed=${run#frac} lr_find.fraction=0.3 ;;
+    speed)   dev=cuda; [[ "$BASE" == *device=cpu* ]] && dev=cpu
+             python3 benchmarks/speed.py --device $dev --width ${SPEED_WIDTH:-1.0} --batch-size 512 ${SPEED_ARGS:---steps 60 --warmup 10} \
+               --data $NPZ --out "$R/speed.csv" > "$R/speed.log" 2>&1; tail -8 "$R/speed.log"
+             echo "| speed | $(tail -4 "$R/speed.log" | tr '\n' ' ') |" >> "$OUT/summary.md" ;;
+    *)       echo "unknown run $run" ;;
+  esac
+done
+cp "$R/params.orig.yaml" params.yaml
+tar -czf "$OUT/results.tgz" -C "$R" .
+echo "total $(elapsed)s"; cat "$OUT/summary.md"
