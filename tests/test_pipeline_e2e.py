@@ -336,7 +336,7 @@ def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz
     if not (venv / f".installed-{stamp}").exists():
         pytest.skip(f"{venv} was not installed by `make install` (no .installed-{stamp})")
     repo = copy_project(tmp_path / "quick")
-    for rel in ("Makefile", "requirements.txt"):
+    for rel in ("Makefile", "requirements.txt", "pyproject.toml"):
         shutil.copy2(ROOT / rel, repo / rel)
     sh(repo, "git", "init", "-q")
     (repo / ".venv").symlink_to(venv)  # make finds its install stamp there
