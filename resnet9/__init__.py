@@ -21,6 +21,7 @@ Modules, each small and with one job (see ``../shared/DESIGN.md``):
 - :mod:`resnet9.artifacts` atomic writes and reads of every output file
 - :mod:`resnet9.precision` bf16 / fp16 / fp32 autocast by device (``recipe.precision``)
 - :mod:`resnet9.provenance` where a model came from (git, versions, device, data, params)
+- :mod:`resnet9.live`      a run's progress after every epoch (history CSV, DVCLive)
 - :mod:`resnet9.export`    ONNX and TorchScript exports, checked against torch eager
 - :mod:`resnet9.predict`   ``python -m resnet9.predict``: classify image files, ``--info``
 """

@@ -26,7 +26,9 @@ TRAIN_METRICS = Path("metrics/train.json")
 # Where the model came from (resnet9.provenance), in git beside the metrics but not a DVC
 # metric: its strings (commit, date, device) would crowd the columns of `dvc exp show`.
 PROVENANCE_FILE = Path("metrics/provenance.json")
-TRAIN_HISTORY = Path("plots/train_history.csv")
+TRAIN_HISTORY = Path("plots/train_history.csv")  # every epoch so far, after each (resnet9.live)
+LIVE_DIR = Path("metrics/live")  # DVCLive's directory
+LIVE_METRICS = LIVE_DIR / "metrics.json"  # DVCLive's summary: the latest epoch
 LR_SCHEDULE = Path("plots/lr_schedule.csv")
 
 # evaluate
@@ -49,7 +51,8 @@ EXPORT_METRICS = Path("metrics/export.json")
 STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
     "download": (DATASET_DIR,),
     "lr_find": (LR_FIND_METRICS, LR_FIND_CSV, LR_FIND_PNG),
-    "train": (MODEL_FILE, TRAIN_METRICS, PROVENANCE_FILE, TRAIN_HISTORY, LR_SCHEDULE),
+    "train": (MODEL_FILE, TRAIN_METRICS, LIVE_METRICS, PROVENANCE_FILE, TRAIN_HISTORY,
+              LR_SCHEDULE),
     "evaluate": (EVALUATE_METRICS, CONFUSION_CSV, PER_CLASS_CSV),
     "analyze": (*FIGURES.values(), MODEL_SUMMARY),
     "export": (ONNX_FILE, TORCHSCRIPT_FILE, EXPORT_METRICS),

@@ -1,19 +1,19 @@
 """Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, metrics/train.json (the LRs used,
-final train loss and accuracy, speed), metrics/provenance.json, plots/train_history.csv,
+final train loss and accuracy, speed), metrics/provenance.json, plots/train_history.csv and
+metrics/live/metrics.json (DVCLive; both after every epoch: resnet9/live.py),
 plots/lr_schedule.csv (resnet9/paths.py). With train.nproc_per_node > 1 it relaunches itself
 under torchrun (DistributedDataParallel); rank 0 writes the outputs.
 
 An interrupted single-process run resumes from its checkpoint in .cache/checkpoints/ (not a
 DVC output; resnet9/checkpoint.py says where and when), deleted once the run completes."""
 
-import dataclasses
 import sys
 import time
 
 import pandas as pd
 import torch
 
-from resnet9 import (artifacts, checkpoint, data, distributed, engine, loaders, params,
+from resnet9 import (artifacts, checkpoint, data, distributed, engine, live, loaders, params,
                      precision, provenance, recipe, runner, schedule)
 from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, TRAIN_HISTORY,
                            TRAIN_METRICS)
@@ -70,6 +70,8 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
     else:  # per-rank RNG streams are not checkpointed: start over, write none
         start, result, how = 0, None, f"{world} processes: no resume, training from scratch"
         on_epoch_end = None
+    progress = live.LiveLog(result) if main_rank else None  # after each epoch (resnet9/live.py)
+    on_epoch_end = live.chain(progress, on_epoch_end)
     log = print if main_rank else (lambda *a, **k: None)
     log(f"train: {how}")
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
@@ -88,8 +90,6 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
                         recipe_params=recipe_p.model_dump(), train_params=train_p.model_dump(),
                         max_lr=max_lr, train_seconds=seconds,
                         wall_seconds_this_run=time.perf_counter() - t0, provenance=prov)
-    artifacts.write_csv(TRAIN_HISTORY,
-                        pd.DataFrame([dataclasses.asdict(h) for h in result.history]))
     artifacts.write_csv(LR_SCHEDULE,
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
     last = result.history[-1]
@@ -103,6 +103,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
     }
     artifacts.write_json(TRAIN_METRICS, metrics)
     artifacts.write_json(PROVENANCE_FILE, prov)  # the same as model.pt's (predict --info)
+    progress.close()  # plots/train_history.csv: written after every epoch
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "

@@ -1,0 +1,128 @@
+"""Follow a run while it trains: after every epoch, the history so far and the latest epoch go
+to disk, where DVC's tools (and DVC Studio, through DVCLive) read them while the run goes on.
+
+Two files, one copy of each number's history:
+
+- :data:`HISTORY_FILE` (``plots/train_history.csv``): every epoch so far, one row each (the
+  columns of :class:`resnet9.engine.EpochStats`), rewritten atomically after each epoch. It is
+  the only per-epoch history: ``dvc plots show`` / ``dvc plots diff`` draw it (dvc.yaml's
+  plots) and the analyze stage reads it.
+- ``<LIVE_DIR>/metrics.json`` (``metrics/live/metrics.json``): DVCLive's summary, the latest
+  epoch only: ``step`` (the epoch number, 1-based), ``train.loss``, ``train.acc``,
+  ``test.loss``, ``test.acc``, ``lr``, ``seconds``. A DVC metric of the train stage, so
+  ``dvc exp show`` and ``dvc metrics show`` list the running epoch.
+
+DVCLive (:class:`dvclive.Live`) runs with ``dvcyaml=False`` (dvc.yaml stays hand-written),
+``save_dvc_exp=False`` (it never makes an experiment or a git commit of its own; inside
+``dvc exp run`` DVC makes the experiment) and ``report=None``. Metrics are logged with
+``plot=False``: DVCLive writes no ``.tsv`` history of its own, the CSV above already holds it.
+With ``DVC_STUDIO_TOKEN`` set (or ``studio.token`` in DVC's config) DVCLive posts the summary
+to DVC Studio after each epoch, as it does by default; without one it posts nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Mapping
+
+import pandas as pd
+
+from resnet9 import artifacts, paths
+from resnet9.engine import EpochStats, FitResult
+
+HISTORY_FILE = paths.TRAIN_HISTORY
+LIVE_DIR = paths.LIVE_DIR  # DVCLive's directory; its summary is paths.LIVE_METRICS
+# Tests only: while the file this names exists, the run waits after each epoch's files are
+# written, so that a test can read a run that is certainly still going. Unset: no effect.
+HOLD_ENV = "RESNET9_LIVE_HOLD_FILE"
+
+OnEpochEnd = Callable[[int, FitResult], None]
+
+
+def history_frame(result: FitResult) -> pd.DataFrame:
+    """``result.history`` as a table: one row per epoch, the fields of ``EpochStats``."""
+    return pd.DataFrame([dataclasses.asdict(h) for h in result.history],
+                        columns=[f.name for f in dataclasses.fields(EpochStats)])
+
+
+class LiveLog:
+    """``on_epoch_end`` for :func:`resnet9.engine.fit` that writes the run's progress after
+    every epoch: :data:`HISTORY_FILE` (all epochs so far) and DVCLive's summary of the latest
+    epoch, with DVCLive's ``step`` set to the epoch number (1-based).
+
+    Resume-aware: given the ``FitResult`` a resumed run starts from (``resumed``, as
+    :func:`resnet9.checkpoint.resume` returns it), it writes both files for the epochs already
+    done at once (DVC deletes a stage's outputs before it runs the stage) and the step count
+    goes on from there instead of starting over. Make one on rank 0 only; call :meth:`close`
+    when the run completes.
+
+    Raises:
+        ValueError: a call whose ``epoch`` (0-based) is not the last epoch of ``result``.
+    """
+
+    def __init__(self, resumed: FitResult | None = None, *,
+                 history_file: Path | str = HISTORY_FILE, live_dir: Path | str = LIVE_DIR,
+                 env: Mapping[str, str] = os.environ) -> None:
+        from dvclive import Live  # imports part of DVC: only when a run starts
+
+        self.history_file = Path(history_file)
+        self.hold_file = env.get(HOLD_ENV) or None
+        self.live = Live(dir=str(live_dir), resume=False, report=None, save_dvc_exp=False,
+                         dvcyaml=False)
+        if resumed is not None and resumed.history:
+            artifacts.write_csv(self.history_file, history_frame(resumed))
+            self._log(resumed)
+            self.live.make_summary()  # the files DVC removed; Studio hears from the next epoch
+
+    @property
+    def summary_file(self) -> Path:
+        """DVCLive's summary of the latest epoch (a DVC metric in dvc.yaml)."""
+        return Path(self.live.metrics_file)
+
+    @property
+    def step(self) -> int:
+        """DVCLive's step: the number of the epoch last logged (0 before the first)."""
+        return self.live.step
+
+    def _log(self, result: FitResult) -> None:
+        last = result.history[-1]
+        self.live.step = last.epoch
+        for name, value in (("train/loss", last.train_loss), ("train/acc", last.train_acc),
+                            ("test/loss", last.test_loss), ("test/acc", last.test_acc),
+                            ("lr", last.lr), ("seconds", last.seconds)):
+            self.live.log_metric(name, value, plot=False)  # the history is the CSV
+
+    def __call__(self, epoch: int, result: FitResult) -> None:
+        if not result.history or result.history[-1].epoch != epoch + 1:
+            raise ValueError(f"epoch {epoch + 1} is not the last of the "
+                             f"{len(result.history)} epochs in the result")
+        artifacts.write_csv(self.history_file, history_frame(result))
+        self._log(result)
+        self.live.next_step()  # writes the summary, posts to Studio when configured
+        self.live.step = result.history[-1].epoch  # next_step counted one on: undo
+        sys.stdout.flush()  # the epoch's line into a log file now (`dvc queue logs`)
+        while self.hold_file and os.path.exists(self.hold_file):
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """End DVCLive's run (``Live.end``): the summary once more, Studio's "done" event when
+        configured."""
+        self.live.end()
+
+
+def chain(*callbacks: OnEpochEnd | None) -> OnEpochEnd | None:
+    """One ``on_epoch_end`` that calls each of ``callbacks`` in order, skipping None; None when
+    all are None."""
+    present = [c for c in callbacks if c is not None]
+    if not present:
+        return None
+
+    def on_epoch_end(epoch: int, result: FitResult) -> None:
+        for callback in present:
+            callback(epoch, result)
+
+    return on_epoch_end
