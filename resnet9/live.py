@@ -10,7 +10,10 @@ Two files, one copy of each number's history:
 - ``<LIVE_DIR>/metrics.json`` (``metrics/live/metrics.json``): DVCLive's summary, the latest
   epoch only: ``step`` (the epoch number, 1-based), ``train.loss``, ``train.acc``,
   ``test.loss``, ``test.acc``, ``lr``, ``seconds``. A DVC metric of the train stage, so
-  ``dvc exp show`` and ``dvc metrics show`` list the running epoch.
+  ``dvc exp show`` and ``dvc metrics show`` list the running epoch. When the run completes it
+  keeps only ``step``: the final figures are then in ``metrics/train.json`` and
+  ``metrics/evaluate.json``, and six more columns for every completed run would push
+  ``max_lr`` out of a 120-column ``dvc exp show --only-changed`` (README).
 
 DVCLive (:class:`dvclive.Live`) runs with ``dvcyaml=False`` (dvc.yaml stays hand-written),
 ``save_dvc_exp=False`` (it never makes an experiment or a git commit of its own; inside
@@ -109,9 +112,11 @@ class LiveLog:
             time.sleep(0.1)
 
     def close(self) -> None:
-        """End DVCLive's run (``Live.end``): the summary once more, Studio's "done" event when
-        configured."""
+        """End DVCLive's run (``Live.end``: the last summary and the "done" event to Studio when
+        configured), then cut the summary file down to ``{"step": <epochs done>}``, atomically:
+        the completed run's figures are in metrics/train.json and metrics/evaluate.json."""
         self.live.end()
+        artifacts.write_json(self.summary_file, {"step": self.step})
 
 
 def chain(*callbacks: OnEpochEnd | None) -> OnEpochEnd | None:
