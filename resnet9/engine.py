@@ -1,8 +1,9 @@
 """Device choice, the training loop and evaluation.
 
 The loops follow pytorch/examples mnist/main.py: :func:`train_one_epoch` and :func:`predict`
-are plain functions (a :class:`TrainLoop` holds what training uses); :func:`fit` runs the epochs under the One Cycle policy, records the
-history, shows one progress bar with an ETA and stops on a non-finite loss.
+are plain functions (a :class:`TrainLoop` holds what training uses); :func:`fit` runs the
+epochs under the One Cycle policy, records the history, shows one progress bar with an ETA and
+stops on a non-finite loss.
 """
 
 from __future__ import annotations

@@ -3,12 +3,13 @@ to disk, where DVC's tools (and DVC Studio, through DVCLive) read them while the
 
 Two files, one copy of each number's history:
 
-- :data:`HISTORY_FILE` (``plots/train_history.csv``): every epoch so far, one row each (the
-  columns of :class:`resnet9.engine.EpochStats`), rewritten atomically after each epoch. It is
+- :data:`resnet9.paths.TRAIN_HISTORY` (``plots/train_history.csv``): every epoch so far, one
+  row each (the columns of :class:`resnet9.engine.EpochStats`), rewritten atomically after each
+  epoch. It is
   the only per-epoch history: ``dvc plots show`` / ``dvc plots diff`` draw it (dvc.yaml's
   plots) and the analyze stage reads it.
-- ``<LIVE_DIR>/metrics.json`` (``metrics/live/metrics.json``): DVCLive's summary, the latest
-  epoch only: ``step`` (the epoch number, 1-based), ``train.loss``, ``train.acc``,
+- :data:`resnet9.paths.LIVE_METRICS` (``metrics/live/metrics.json``): DVCLive's summary, the
+  latest epoch only: ``step`` (the epoch number, 1-based), ``train.loss``, ``train.acc``,
   ``test.loss``, ``test.acc``, ``lr``, ``seconds``. A DVC metric of the train stage, so
   ``dvc exp show`` and ``dvc metrics show`` list the running epoch. When the run completes it
   keeps only ``step``: the final figures are then in ``metrics/train.json`` and
@@ -37,8 +38,6 @@ import pandas as pd
 from resnet9 import artifacts, paths
 from resnet9.engine import EpochStats, FitResult
 
-HISTORY_FILE = paths.TRAIN_HISTORY
-LIVE_DIR = paths.LIVE_DIR  # DVCLive's directory; its summary is paths.LIVE_METRICS
 # Tests only: while the file this names exists, the run waits after each epoch's files are
 # written, so that a test can read a run that is certainly still going. Unset: no effect.
 HOLD_ENV = "RESNET9_LIVE_HOLD_FILE"
@@ -54,8 +53,8 @@ def history_frame(result: FitResult) -> pd.DataFrame:
 
 class LiveLog:
     """``on_epoch_end`` for :func:`resnet9.engine.fit` that writes the run's progress after
-    every epoch: :data:`HISTORY_FILE` (all epochs so far) and DVCLive's summary of the latest
-    epoch, with DVCLive's ``step`` set to the epoch number (1-based).
+    every epoch: :data:`resnet9.paths.TRAIN_HISTORY` (all epochs so far) and DVCLive's summary
+    of the latest epoch, with DVCLive's ``step`` set to the epoch number (1-based).
 
     Resume-aware: given the ``FitResult`` a resumed run starts from (``resumed``, as
     :func:`resnet9.checkpoint.resume` returns it), it writes both files for the epochs already
@@ -68,7 +67,8 @@ class LiveLog:
     """
 
     def __init__(self, resumed: FitResult | None = None, *,
-                 history_file: Path | str = HISTORY_FILE, live_dir: Path | str = LIVE_DIR,
+                 history_file: Path | str = paths.TRAIN_HISTORY,
+                 live_dir: Path | str = paths.LIVE_DIR,
                  env: Mapping[str, str] = os.environ) -> None:
         from dvclive import Live  # imports part of DVC: only when a run starts
 

@@ -28,11 +28,11 @@ def main() -> None:
 
     # The pick repeated on every row, so that the results page can mark it on the curve.
     artifacts.write_csv(LR_FIND_CSV, pd.DataFrame(
-        {"lr": lrs, "loss": losses, "suggested_max_lr": pick.max_lr}))
+        {"lr": lrs, "loss": losses, recipe.SUGGESTED_MAX_LR: pick.max_lr}))
     artifacts.save_figure(LR_FIND_PNG,
                           figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
     artifacts.write_json(LR_FIND_METRICS, {
-        "suggested_max_lr": pick.max_lr,  # min_lr = max_lr / train.div_factor is train's
+        recipe.SUGGESTED_MAX_LR: pick.max_lr,  # min_lr = max_lr / train.div_factor is train's
         "rule": pick.rule,
         "steepest_lr": pick.steepest_lr,
         "min_loss_lr": pick.min_loss_lr,

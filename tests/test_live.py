@@ -23,13 +23,13 @@ import pandas as pd
 import pytest
 import torch
 
-from resnet9 import live
+from resnet9 import live, paths
 from resnet9.engine import EpochStats, FitResult
 from test_pipeline_e2e import commit_all, readme_command, sh
 from test_resume import (CKPT_DIR, ENV, _dvc_env, _dvc_repo, _interrupt_after_first_checkpoint,
                          _metrics, _workdir, reference)  # noqa: F401 (reference: a fixture)
 
-SUMMARY = live.LIVE_DIR / "metrics.json"
+SUMMARY = paths.LIVE_METRICS
 STUDIO_ENV = ("DVC_STUDIO_TOKEN", "STUDIO_TOKEN", "DVC_STUDIO_REPO_URL", "STUDIO_REPO_URL",
               "DVC_STUDIO_URL", "DVC_STUDIO_OFFLINE")
 
@@ -67,7 +67,7 @@ def test_history_and_summary_are_complete_after_every_epoch(workdir):
     result = _result(3)
     for epoch in range(3):
         logger(epoch, FitResult(result.history[:epoch + 1], result.lrs))
-        history = pd.read_csv(live.HISTORY_FILE)
+        history = pd.read_csv(paths.TRAIN_HISTORY)
         pd.testing.assert_frame_equal(history, live.history_frame(
             FitResult(result.history[:epoch + 1])), check_exact=True)
         assert json.loads(SUMMARY.read_text()) == _expected_summary(result.history[epoch])
@@ -98,12 +98,12 @@ def test_a_resumed_run_continues_the_step_count_and_ends_with_the_same_files(wor
     logger = live.LiveLog(_result(2))
     assert logger.step == 2  # not 0: the two epochs restored from the checkpoint count
     assert json.loads(SUMMARY.read_text()) == _expected_summary(_result(2).history[-1])
-    assert pd.read_csv(live.HISTORY_FILE).epoch.tolist() == [1, 2]  # at once, before epoch 3
+    assert pd.read_csv(paths.TRAIN_HISTORY).epoch.tolist() == [1, 2]  # at once, before epoch 3
     logger(2, _result(3))
     assert logger.step == 3
     assert (resumed / SUMMARY).read_bytes() == last
     logger.close()
-    for rel in (SUMMARY, live.HISTORY_FILE):
+    for rel in (SUMMARY, paths.TRAIN_HISTORY):
         assert (resumed / rel).read_bytes() == (straight / rel).read_bytes(), rel
 
 
@@ -310,7 +310,7 @@ def test_a_workspace_run_shows_epoch_1_before_epoch_3_ends(dvc_repo, tmp_path):
                                 stderr=subprocess.STDOUT, text=True)
     try:
         row = _wait(lambda: (r := _running_row(repo)) and r.get("step") == "1" and r, proc, 600)
-        history = pd.read_csv(repo / live.HISTORY_FILE)
+        history = pd.read_csv(repo / paths.TRAIN_HISTORY)
         assert history.epoch.tolist() == [1] and proc.poll() is None  # epoch 3 has not ended
         assert row["step"] == "1"
         assert float(row["train.loss"]) == pytest.approx(history.train_loss[0], rel=1e-3)
@@ -336,8 +336,8 @@ def test_a_workspace_run_shows_epoch_1_before_epoch_3_ends(dvc_repo, tmp_path):
     # DVC made the one experiment; DVCLive made no experiment, commit or file of its own.
     assert sh(repo, "git", "rev-parse", "HEAD").stdout == head
     assert len(sh(repo, "dvc", "exp", "ls", "--name-only").stdout.split()) == 1
-    assert not (repo / "dvclive").exists() and not (repo / live.LIVE_DIR / "dvc.yaml").exists()
-    assert sorted(p.name for p in (repo / live.LIVE_DIR).iterdir()) == ["metrics.json"]
+    assert not (repo / "dvclive").exists() and not (repo / paths.LIVE_DIR / "dvc.yaml").exists()
+    assert sorted(p.name for p in (repo / paths.LIVE_DIR).iterdir()) == ["metrics.json"]
     assert sh(repo, "git", "diff", "--stat", "HEAD", "--", "dvc.yaml").stdout == ""
 
 
