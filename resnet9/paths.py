@@ -12,8 +12,8 @@ from pathlib import Path
 
 # download: the canonical dataset every later stage reads
 DATASET_DIR = Path("data/cifar10")
-ARRAYS_FILE = DATASET_DIR / "arrays.npz"  # x_train, y_train, x_test, y_test (uint8 / int64)
-META_FILE = DATASET_DIR / "meta.json"  # source, counts, subset, sha256 per split
+ARRAYS_FILE = DATASET_DIR / "arrays.npz"  # x_train, y_train, x_test, y_test (all uint8)
+META_FILE = DATASET_DIR / "meta.json"  # counts, subset, sha256 per split; not the source
 
 # lr_find
 LR_FIND_METRICS = Path("metrics/lr_find.json")

@@ -1,7 +1,11 @@
+import hashlib
 import io
+import json
+import pickle
 import subprocess
 import sys
 import tarfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -165,9 +169,61 @@ def test_download_stage_writes_the_canonical_dataset(tmp_path, cifar_npz):
     assert np.bincount(train.y).tolist() == [100] * 10
     meta = yaml.safe_load((tmp_path / paths.META_FILE).read_text())
     assert meta["counts"] == {"train": 1000, "test": 500}
-    assert meta["classes"][0] == "airplane" and meta["source"] == str(cifar_npz)
+    assert meta["classes"][0] == "airplane" and str(cifar_npz) not in json.dumps(meta)
     assert meta["sha256"]["train"] == data.sha256_of(train.x, train.y.astype(np.uint8))
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["cifar10"]  # no temporaries left
+
+
+def _official_archive(path, arrays):
+    """``arrays`` in the official archive's layout (pickled batches of channel-planar rows) as a
+    .tar.gz; returns the md5 of each member and of the archive, for torchvision's checks."""
+    batches = [(f"data_batch_{i + 1}", x, y) for i, (x, y) in enumerate(zip(
+        np.array_split(arrays["x_train"], 5), np.array_split(arrays["y_train"], 5)))]
+    batches.append(("test_batch", arrays["x_test"], arrays["y_test"]))
+    members = {name: pickle.dumps({"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1),
+                                   "labels": y.tolist()}) for name, x, y in batches}
+    members["batches.meta"] = pickle.dumps({"label_names": list(data.CLASSES)})
+    _tarball(path, {f"cifar-10-batches-py/{k}": v for k, v in members.items()})
+    md5 = {k: hashlib.md5(v).hexdigest() for k, v in members.items()}
+    md5["archive"] = hashlib.md5(path.read_bytes()).hexdigest()
+    return md5
+
+
+def test_archive_and_npz_give_a_byte_identical_canonical_dataset(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    from stages import download
+
+    # A synthetic CIFAR-10 of 50 / 20 images, in both formats. torchvision's md5s and the
+    # official counts are patched to this dataset's; everything else is the real code path.
+    arrays = tiny_arrays(n_train=50, n_test=20)
+    md5 = _official_archive(tmp_path / "cifar-10-python.tar.gz", arrays)
+    monkeypatch.setattr(CIFAR10, "tgz_md5", md5["archive"])
+    monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]]
+                                                for i in range(1, 6)])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
+    monkeypatch.setattr(data, "FULL_COUNTS", {"train": 50, "test": 20})
+    sources = {"archive": tmp_path / "cifar-10-python.tar.gz", "npz": _npz(tmp_path / "c.npz", arrays)}
+
+    written = {}
+    for kind, source in sources.items():
+        work = tmp_path / kind
+        work.mkdir()
+        doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+        doc["data"]["source"] = str(source)
+        (work / "params.yaml").write_text(yaml.safe_dump(doc))
+        monkeypatch.chdir(work)
+        download.main()
+        written[kind] = {p.name: p.read_bytes() for p in (work / paths.DATASET_DIR).iterdir()}
+
+    assert set(written["archive"]) == {paths.ARRAYS_FILE.name, paths.META_FILE.name}
+    assert written["archive"] == written["npz"]  # same bytes, so the same DVC hash
+    train, test = data.load_dataset(tmp_path / "archive" / paths.DATASET_DIR)
+    assert np.array_equal(train.x, arrays["x_train"]) and np.array_equal(test.y, arrays["y_test"])
+    # and no wall-clock time inside: numpy writes each zip entry with the fixed 1980 date
+    with zipfile.ZipFile(tmp_path / "npz" / paths.ARRAYS_FILE) as npz:
+        assert {info.date_time for info in npz.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_distributed_shards_are_disjoint_equal_and_mixed():

@@ -209,6 +209,28 @@ def test_a_div_factor_change_leaves_the_lr_range_test_alone(repo):
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
 
 
+def test_the_same_images_from_another_source_rerun_download_alone(repo, tmp_path, cifar_npz):
+    """The canonical dataset does not record its source: another file with the same images
+    (here the mirror rewritten with int64 labels and no compression) leaves the data/cifar10
+    hash as it was, so every later stage stays cached."""
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    dataset = (repo / paths.ARRAYS_FILE).read_bytes()
+    with np.load(cifar_npz) as npz:
+        np.savez(tmp_path / "same.npz", **{k: npz[k].astype(np.int64) if k.startswith("y")
+                                          else npz[k] for k in npz.files})
+    assert (tmp_path / "same.npz").read_bytes() != cifar_npz.read_bytes()
+    doc = yaml.safe_load((repo / "params.yaml").read_text())
+    set_params(repo, data={"source": str(tmp_path / "same.npz")})
+    try:
+        assert ran(sh(repo, "dvc", "repro")) == {"download"}
+        assert (repo / paths.ARRAYS_FILE).read_bytes() == dataset
+        assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+    finally:
+        set_params(repo, data={"source": doc["data"]["source"]})
+        sh(repo, "dvc", "repro")
+    assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
+
+
 def test_plots_show_writes_the_html_with_every_plot(repo):
     sh(repo, "dvc", "plots", "show", "-o", "dvc_plots")
     html = (repo / "dvc_plots/index.html").read_text()
