@@ -31,7 +31,7 @@ from torch import nn
 
 from resnet9 import (augment, batch_augment, data, engine, loaders, params, precision,
                      recipe, schedule)
-from resnet9.model import ResNet9, ResNet9Config
+from resnet9.model import INPUT_SIZE, ResNet9, ResNet9Config
 from resnet9.params import ModelParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def sync(device: torch.device) -> None:
 def forward_flops(width: float) -> float:
     """FLOPs of one image's forward pass: 2 x torchinfo's multiply-adds."""
     net = ResNet9(ResNet9Config(width_multiplier=width))
-    return 2.0 * torchinfo.summary(net, input_size=(1, 3, 32, 32), verbose=0).total_mult_adds
+    return 2.0 * torchinfo.summary(net, input_size=(1, 3, *INPUT_SIZE), verbose=0).total_mult_adds
 
 
 def machine(device: torch.device) -> dict[str, str]:

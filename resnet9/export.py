@@ -57,9 +57,9 @@ def metadata(saved: dict) -> dict[str, str]:
 
 
 def export_onnx(net: torch.nn.Module, path: Path | str, meta: dict[str, str],
-                input_size: tuple[int, int] = (32, 32)) -> None:
+                input_size: tuple[int, int]) -> None:
     """Write ``net`` (eval mode, CPU) to ``path`` as ONNX (see the module docstring), weights
-    inside the file, ``meta`` as its metadata_props."""
+    inside the file, ``meta`` as its metadata_props; ``input_size`` is the model file's (H, W)."""
     example = torch.zeros(2, 3, *input_size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter (deprecations in its dependencies)

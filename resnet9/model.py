@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 
+INPUT_SIZE = (32, 32)  # (H, W) of the network's input, in pixels: CIFAR-10's images
+
+
 @dataclass(frozen=True)
 class ResNet9Config:
     """``width_multiplier`` scales every channel count (1.0 = 64-128-256-512)."""
@@ -93,11 +96,11 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def summary(model: nn.Module, device: torch.device) -> str:
-    """torchinfo's layer-by-layer summary for one (1, 3, 32, 32) input, as text."""
+    """torchinfo's layer-by-layer summary for one (1, 3, *INPUT_SIZE) float32 input, as text."""
     from torchinfo import summary as torchinfo_summary
     from torchinfo.enums import Units
 
-    stats = torchinfo_summary(model, input_size=(1, 3, 32, 32), device=device, verbose=0,
+    stats = torchinfo_summary(model, input_size=(1, 3, *INPUT_SIZE), device=device, verbose=0,
                               col_names=("output_size", "num_params", "mult_adds"))
     # torchinfo 1.8 formats its unit enum as "(Units.MEGABYTES)" on Python >= 3.11: print "(M)".
     return re.sub(r"\(Units\.(\w+)\)", lambda m: f"({Units[m.group(1)].value})", str(stats)) + "\n"

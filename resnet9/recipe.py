@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from resnet9 import PipelineError, artifacts, augment, data, params
-from resnet9.model import ResNet9, ResNet9Config
+from resnet9.model import INPUT_SIZE, ResNet9, ResNet9Config
 from resnet9.params import ModelParams, ParamsError, RecipeParams, TrainParams
 from resnet9.paths import LR_FIND_METRICS
 
@@ -100,7 +100,6 @@ class ModelFileError(PipelineError):
 
 
 MODEL_FILE_HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
-INPUT_SIZE = (32, 32)  # (H, W) of the network's input, in pixels
 # What a model file must hold: the weights and everything needed to use them without the
 # dataset or params.yaml (:func:`save_trained` writes them, :func:`load_model_file` checks them).
 MODEL_FILE_KEYS = ("state_dict", "model_params", "classes", "normalization", "input_size")
