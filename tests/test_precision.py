@@ -96,6 +96,9 @@ def test_fp16_with_a_forced_scale_trains_and_stays_finite():
     assert amp.scaler.get_scale() == 2.0**8  # no overflow: the scale held (growth is 2000 steps)
 
 
+# A skipped optimizer step still steps the One Cycle scheduler (the schedule counts every
+# batch, skipped or not), and torch warns about exactly that.
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
 def test_overflowing_scale_skips_steps_and_backs_off():
     torch.manual_seed(0)
     initial = ResNet9(ResNet9Config(width_multiplier=0.125)).state_dict()
