@@ -41,6 +41,7 @@ import torch
 from PIL import Image, ImageOps
 
 from resnet9 import PipelineError, batch_augment, engine, params, paths, precision, recipe
+from resnet9.model import INPUT_SIZE
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
 BATCH = 256  # images per forward pass
@@ -51,7 +52,7 @@ class ImageFileError(PipelineError):
     """An input image is missing, unreadable, or not an image."""
 
 
-def prepare(path: Path | str, size: Sequence[int] = recipe.INPUT_SIZE) -> Image.Image:
+def prepare(path: Path | str, size: Sequence[int] = INPUT_SIZE) -> Image.Image:
     """The image at ``path`` as the network sees it before normalization: an RGB PIL image of
     ``size`` = (H, W) pixels (steps 1-3 of the module docstring).
 

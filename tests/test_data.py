@@ -136,10 +136,15 @@ def test_subset_larger_than_the_data():
 
 # ---- the download stage ------------------------------------------------------------------
 
-def _run_download(tmp_path, source, **data_params):
+def _write_params(workdir, source, **data_params):
+    """The project's params.yaml in ``workdir``, with ``data.source`` and ``data_params`` set."""
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     doc["data"].update(source=str(source), **data_params)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    (workdir / "params.yaml").write_text(yaml.safe_dump(doc))
+
+
+def _run_download(tmp_path, source, **data_params):
+    _write_params(tmp_path, source, **data_params)
     return subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
@@ -204,15 +209,14 @@ def test_archive_and_npz_give_a_byte_identical_canonical_dataset(tmp_path, monke
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
     monkeypatch.setattr(data, "FULL_COUNTS", {"train": 50, "test": 20})
-    sources = {"archive": tmp_path / "cifar-10-python.tar.gz", "npz": _npz(tmp_path / "c.npz", arrays)}
+    sources = {"archive": tmp_path / "cifar-10-python.tar.gz",
+               "npz": _npz(tmp_path / "c.npz", arrays)}
 
     written = {}
     for kind, source in sources.items():
         work = tmp_path / kind
         work.mkdir()
-        doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-        doc["data"]["source"] = str(source)
-        (work / "params.yaml").write_text(yaml.safe_dump(doc))
+        _write_params(work, source)
         monkeypatch.chdir(work)
         download.main()
         written[kind] = {p.name: p.read_bytes() for p in (work / paths.DATASET_DIR).iterdir()}
