@@ -42,9 +42,13 @@ class LrPick:
 
 def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, loader,
                device: torch.device, start_lr: float, end_lr: float, num_iter: int,
-               step_mode: str, precision: Precision | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               step_mode: str, precision: Precision | None = None, smooth_f: float = 0.05,
+               diverge_th: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
     """Run torch-lr-finder's range test; return ``(lrs, smoothed losses)`` as float64 arrays.
+
+    ``smooth_f`` and ``diverge_th`` are torch-lr-finder's: the losses are an exponential moving
+    average with weight ``smooth_f`` on the newest batch (0 = the raw batch losses), and the test
+    stops once that loss exceeds ``diverge_th`` x its lowest value.
 
     ``loader`` is a DataLoader or any re-iterable of ``(x, y)`` batches. The forward pass runs
     under ``precision`` as training does (torch-lr-finder's ``torch.amp`` backend, with the
@@ -60,7 +64,7 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, lo
     finder = LRFinder(model, optimizer, criterion, device=device, **amp)
     with contextlib.redirect_stdout(io.StringIO()):  # its "See the graph with LRFinder.plot()"
         finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=num_iter,
-                          step_mode=step_mode)
+                          step_mode=step_mode, smooth_f=smooth_f, diverge_th=diverge_th)
     finder.reset()
     return np.asarray(finder.history["lr"], float), np.asarray(finder.history["loss"], float)
 
