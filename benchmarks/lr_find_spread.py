@@ -82,6 +82,73 @@ def record(args: argparse.Namespace) -> None:
               flush=True)
 
 
+# (label, rule, fraction) of each pick rule compared
+RULE_VARIANTS = [("min_loss_fraction 0.1", "min_loss_fraction", 0.1),
+                 ("min_loss_fraction 0.3", "min_loss_fraction", 0.3),
+                 ("steepest", "steepest", 0.1),
+                 ("valley (fastai)", "valley", 0.1)]
+RANGE_OF_5 = 2.326  # expected range (max - min) of 5 draws from a normal, in SDs
+
+
+def load_setting(folder: Path) -> tuple[pd.DataFrame, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    runs = pd.read_csv(folder / "runs.csv").drop_duplicates("seed", keep="last")
+    curves = {}
+    for seed in sorted(runs.seed):
+        df = pd.read_csv(folder / f"seed{seed}.csv")
+        curves[int(seed)] = (df.lr.to_numpy(), df.loss.to_numpy())
+    return runs.set_index("seed"), curves
+
+
+def spread_rows(name: str, runs: pd.DataFrame, curves: dict, smooth_f: float,
+                repeats: int) -> list[dict]:
+    """One row per rule: picks on disjoint groups of ``repeats`` seeds, in seed order."""
+    seeds = sorted(curves)
+    groups = [seeds[i:i + repeats] for i in range(0, len(seeds) - repeats + 1, repeats)]
+    smoothed = {s: lr_range.smooth(curves[s][1], smooth_f) for s in seeds}
+    # what the stage would run: the steps up to torch-lr-finder's stop, at the measured s/step
+    s_per_step = float(np.median(runs.seconds / runs.steps_run))
+    steps = float(np.mean([len(smoothed[s]) for s in seeds]))
+    rows = []
+    for label, rule, fraction in RULE_VARIANTS:
+        picks = []
+        for group in groups:
+            lrs, losses = lr_range.average_curves(
+                [(curves[s][0][:len(smoothed[s])], smoothed[s]) for s in group])
+            picks.append(lr_range.pick_max_lr(lrs, losses, rule, fraction).max_lr)
+        picks = np.array(picks)
+        sd = float(np.std(np.log(picks), ddof=1)) if len(picks) > 1 else float("nan")
+        rows.append({
+            "range": name, "steps": int(runs.num_iter.iloc[0]), "smooth_f": smooth_f,
+            "repeats": repeats, "rule": label, "n": len(picks),
+            "median": float(np.median(picks)), "min": picks.min(), "max": picks.max(),
+            "max/min": picks.max() / picks.min(), "5-seed range": float(np.exp(RANGE_OF_5 * sd)),
+            "cpu_min": repeats * steps * s_per_step / 60,
+            "picks": " ".join(f"{p:.2e}" for p in picks),
+        })
+    return rows
+
+
+def analyze(args: argparse.Namespace) -> None:
+    rows = []
+    for folder in sorted(p for p in RESULTS.iterdir() if (p / "runs.csv").exists()):
+        runs, curves = load_setting(folder)
+        lo, hi = runs.start_lr.iloc[0], runs.end_lr.iloc[0]
+        name = f"{folder.name} ({lo:g} to {hi:g})"
+        for smooth_f in args.smooth_f:
+            for repeats in args.repeats:
+                if len(curves) >= 2 * repeats:
+                    rows.extend(spread_rows(name, runs, curves, smooth_f, repeats))
+    table = pd.DataFrame(rows)
+    fmt = {"median": "{:.2e}", "min": "{:.2e}", "max": "{:.2e}", "max/min": "{:.2f}",
+           "5-seed range": "{:.2f}", "cpu_min": "{:.1f}"}
+    for col, f in fmt.items():
+        table[col] = table[col].map(f.format)
+    text = table.to_markdown(index=False)
+    (RESULTS / "spread.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {RESULTS / 'spread.md'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -91,9 +158,14 @@ def main() -> None:
     r.add_argument("--start-lr", type=float, default=1e-7)
     r.add_argument("--end-lr", type=float, default=10.0)
     r.add_argument("--num-iter", type=int, default=100)
+    a = sub.add_parser("analyze", help="apply every rule to the recorded curves")
+    a.add_argument("--smooth-f", type=float, nargs="+", default=[lr_range.SMOOTH_F])
+    a.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 3])
     args = ap.parse_args()
     if args.cmd == "run":
         record(args)
+    else:
+        analyze(args)
 
 
 if __name__ == "__main__":

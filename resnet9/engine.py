@@ -150,8 +150,7 @@ def train_one_epoch(loop: TrainLoop, epoch: int, on_step: Callable[[float], None
         for (step, lr, _), value in zip(pending, values):
             if not np.isfinite(value):
                 raise TrainingDiverged(
-                    f"loss is {value} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g}); "
-                    "lower train.max_lr (or pick it with the LR range test: max_lr: auto)")
+                    f"loss is {value} at epoch {epoch + 1}, step {step + 1} (lr {lr:.3g})")
             if on_step:
                 on_step(value)
         pending.clear()

@@ -5,19 +5,24 @@ The test trains a fresh network for ``num_iter`` batches while the LR grows expo
 ``start_lr`` to ``end_lr``, recording the exponentially smoothed loss (torch-lr-finder's
 ``smooth_f=0.05``) and stopping once the loss exceeds 5x its best.
 
-Pick rules (``lr_find.rule``):
+Pick rules (``lr_find.rule``), each applied to the smoothed curve (averaged over
+``lr_find.repeats`` tests when more than one):
 
 - ``steepest``: the LR where the smoothed loss falls fastest per decade of LR,
   ``argmin d loss / d log10(lr)``, searched before the loss minimum (after it the curve is
   diverging, not descending). This is torch-lr-finder's ``suggest_lr`` idea on a log axis.
 - ``min_loss_fraction``: ``fraction`` x the LR of the lowest smoothed loss (fast.ai's
   "one order of magnitude before the minimum" with fraction 0.1).
+- ``valley``: fastai's default suggestion (``valley`` in fastai's ``callback/schedule.py``):
+  the longest run of decreasing losses, not necessarily adjacent, and the point half-way along
+  it; fastai leaves out the first tenth of the test and its last 5 points first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import typing
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +32,13 @@ from torch_lr_finder import LRFinder
 from torch_lr_finder.lr_finder import TrainDataLoaderIter
 
 from resnet9 import PipelineError
+from resnet9.params import LrFindParams
 from resnet9.precision import Precision
+
+
+RULES = typing.get_args(LrFindParams.model_fields["rule"].annotation)  # one list: params.py
+SMOOTH_F = 0.05  # torch-lr-finder's default smoothing weight of the newest batch loss
+DIVERGE_TH = 5.0  # torch-lr-finder's default: stop once the smoothed loss is 5x its lowest
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,65 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, lo
     return np.asarray(finder.history["lr"], float), np.asarray(finder.history["loss"], float)
 
 
+def smooth(raw: np.ndarray, smooth_f: float = SMOOTH_F, diverge_th: float = DIVERGE_TH
+           ) -> np.ndarray:
+    """torch-lr-finder's smoothing and stop replayed on raw batch losses (1-D float64): the
+    exponential moving average ``s[i] = f * raw[i] + (1 - f) * s[i-1]``, ``s[0] = raw[0]``, up to
+    and including the first point above ``diverge_th`` x the lowest point so far. Equal to what
+    :func:`range_test` returns with the same settings."""
+    out = []
+    for i, loss in enumerate(np.asarray(raw, float)):
+        value = loss if i == 0 else smooth_f * loss + (1 - smooth_f) * out[-1]
+        out.append(value)
+        if value > diverge_th * min(out):
+            break
+    return np.asarray(out)
+
+
+def repeat_seeds(seed: int, repeats: int) -> list[int]:
+    """The seeds of ``repeats`` range tests for ``recipe.seed`` = ``seed``: ``seed`` itself first
+    (so one test is the run it always was), then seeds no other ``recipe.seed`` below 1,000,000
+    uses, so that the tests of two seeds share no curve."""
+    return [seed + 1_000_000 * r for r in range(repeats)]
+
+
+def average_curves(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of several range tests' ``(lrs, losses)`` over the steps all of them reached.
+
+    The tests must share one LR schedule (same start, end, steps and mode).
+
+    Raises:
+        ValueError: the curves' LRs differ on their common steps.
+    """
+    n = min(len(lrs) for lrs, _ in curves)
+    lrs = curves[0][0][:n]
+    if any(not np.allclose(other[:n], lrs) for other, _ in curves[1:]):
+        raise ValueError("range tests with different LR schedules cannot be averaged")
+    return lrs, np.mean([losses[:n] for _, losses in curves], axis=0)
+
+
+def valley_index(losses: np.ndarray) -> int:
+    """The index fastai's ``valley`` suggests (fastai ``callback/schedule.py``, the default of
+    its ``Learner.lr_find`` since fastai 2.4).
+
+    The valley is the longest strictly decreasing subsequence of ``losses`` (its points need
+    not be adjacent); with ``start`` the index before its first point and ``end`` its last, the
+    pick is ``start + int(len / 3) + int(len / 6)``, ``len = end - start``: about half-way down.
+    """
+    n = len(losses)
+    longest = np.ones(n, int)  # longest[i]: the longest decreasing subsequence ending at i
+    for i in range(1, n):
+        before = longest[:i][losses[:i] > losses[i]]
+        if len(before):
+            longest[i] = before.max() + 1
+    end = int(np.argmax(longest))  # the first index holding the maximum, as fastai's loop
+    start = end - int(longest[end])
+    sections = (end - start) / 3
+    return start + int(sections) + int(sections / 2)
+
+
 def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, fraction: float = 0.1) -> LrPick:
-    """Apply ``rule`` (``steepest`` or ``min_loss_fraction``) to a range-test curve.
+    """Apply ``rule`` (one of :data:`RULES`) to a range-test curve of smoothed losses.
 
     Raises:
         PipelineError: fewer than 5 finite points, so no rule can be applied.
@@ -87,5 +155,14 @@ def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, fraction: float 
     search = slice(0, max(lowest, 2))  # descending part of the curve
     steepest = int(np.argmin(slope[search]))
     steepest_lr, min_loss_lr = float(lrs[steepest]), float(lrs[lowest])
-    chosen = steepest_lr if rule == "steepest" else fraction * min_loss_lr
+    if rule == "steepest":
+        chosen = steepest_lr
+    elif rule == "min_loss_fraction":
+        chosen = fraction * min_loss_lr
+    elif rule == "valley":  # on fastai's part of the curve: not the first tenth, not the last 5
+        first = len(lrs) // 10
+        kept = slice(first, max(len(lrs) - 5, first + 5))
+        chosen = float(lrs[kept][valley_index(losses[kept])])
+    else:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     return LrPick(max_lr=chosen, rule=rule, steepest_lr=steepest_lr, min_loss_lr=min_loss_lr)

@@ -71,8 +71,9 @@ class LrFindParams(Section):
     end_lr: Annotated[Number, Field(gt=0, le=100)]
     num_iter: Annotated[int, Field(ge=5, le=100_000)]
     step_mode: Literal["exp", "linear"]
-    rule: Literal["steepest", "min_loss_fraction"]
+    rule: Literal["steepest", "min_loss_fraction", "valley"]  # resnet9/lr_range.py
     fraction: Annotated[Number, Field(gt=0, le=1)]  # for rule min_loss_fraction
+    repeats: Annotated[int, Field(ge=1, le=20)]  # range tests averaged before the rule
 
     @model_validator(mode="after")
     def _end_above_start(self):

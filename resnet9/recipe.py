@@ -95,6 +95,28 @@ def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_ME
         ) from None
 
 
+def max_lr_source(train_params: TrainParams) -> str:
+    """Where the LR that :func:`resolve_max_lr` returns came from, as a phrase for messages."""
+    if train_params.max_lr == "auto":
+        return f"the LR range test's pick ({LR_FIND_METRICS}, train.max_lr: auto)"
+    return "train.max_lr in params.yaml"
+
+
+# A run whose test top-1 is at most this multiple of chance (1 / 10 classes) did not learn: 15%
+# on CIFAR-10, where a tiny run that learned a little ends near 18%.
+LEARNED_OVER_CHANCE = 1.5
+
+
+def learned_threshold() -> float:
+    """The test top-1 (a fraction) a run must beat to count as having learned."""
+    return LEARNED_OVER_CHANCE / data.NUM_CLASSES
+
+
+def learned(test_acc: float) -> bool:
+    """Whether a test top-1 ``test_acc`` (a fraction in [0, 1]) beats :func:`learned_threshold`."""
+    return test_acc > learned_threshold()
+
+
 class ModelFileError(PipelineError):
     """A model file is missing, unreadable (truncated, corrupt) or not one this package wrote."""
 

@@ -1,4 +1,5 @@
-"""Stage lr_find: LR range test -> metrics/lr_find.json, plots/lr_find.{csv,png}.
+"""Stage lr_find: LR range test (``lr_find.repeats`` of them, averaged) -> metrics/lr_find.json,
+plots/lr_find.{csv,png}.
 
 Its pick is a suggestion (``suggested_max_lr``): train uses it only when ``train.max_lr`` is
 ``auto``, and writes the LR it actually used to metrics/train.json."""
@@ -15,15 +16,19 @@ def main() -> None:
     device = engine.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
-    generator = engine.seed_everything(recipe_p.seed)
-    loader = loaders.train_loader(train, recipe_p, device, generator)
-    net = recipe.build_model(model_p, device)
-    opt = recipe.optimizer(net, find_p.start_lr, recipe_p)
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
-          f"({find_p.step_mode}), batch {recipe_p.batch_size}, on {device}, {amp.name}")
-    lrs, losses = lr_range.range_test(net, opt, recipe.criterion(recipe_p), loader, device,
-                                      find_p.start_lr, find_p.end_lr, find_p.num_iter,
-                                      find_p.step_mode, amp)
+          f"({find_p.step_mode}), batch {recipe_p.batch_size}, on {device}, {amp.name}"
+          + (f", the mean of {find_p.repeats} tests" if find_p.repeats > 1 else ""))
+    curves = []
+    for seed in lr_range.repeat_seeds(recipe_p.seed, find_p.repeats):
+        generator = engine.seed_everything(seed)
+        loader = loaders.train_loader(train, recipe_p, device, generator)
+        net = recipe.build_model(model_p, device)
+        opt = recipe.optimizer(net, find_p.start_lr, recipe_p)
+        curves.append(lr_range.range_test(net, opt, recipe.criterion(recipe_p), loader, device,
+                                          find_p.start_lr, find_p.end_lr, find_p.num_iter,
+                                          find_p.step_mode, amp))
+    lrs, losses = lr_range.average_curves(curves)
     pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
 
     # The pick repeated on every row, so that the results page can mark it on the curve.

@@ -78,8 +78,15 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
         f"{recipe_p.batch_size}, max_lr {max_lr:.4g}, min_lr {min_lr:.4g}, "
         f"width {model_p.width_multiplier}, on {device} x {world}, {loop.precision.name}")
     t0 = time.perf_counter()
-    result = engine.fit(loop, start_epoch=start, result=result, on_epoch_end=on_epoch_end,
-                        show=main_rank)
+    try:
+        result = engine.fit(loop, start_epoch=start, result=result, on_epoch_end=on_epoch_end,
+                            show=main_rank)
+    except engine.TrainingDiverged as err:
+        if world == 1:
+            checkpoint.discard(ckpt)  # resuming it would diverge again
+        raise engine.TrainingDiverged(
+            f"{err}; max_lr {max_lr:.4g} is {recipe.max_lr_source(train_p)}: lower it "
+            "(train.max_lr: a number)") from None
     if not main_rank:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
@@ -100,12 +107,18 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
         "train_acc": last.train_acc,  # last epoch, top-1 fraction on augmented images
         "train_seconds": seconds,  # every epoch's wall time (training + test pass)
         "images_per_s": len(train) * world * train_p.epochs / seconds,  # training images
+        "learned": recipe.learned(last.test_acc),  # false: no better than 1.5x chance
     }
     artifacts.write_json(TRAIN_METRICS, metrics)
     artifacts.write_json(PROVENANCE_FILE, prov)  # the same as model.pt's (predict --info)
     progress.close()  # plots/train_history.csv: written after every epoch
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
+    if not metrics["learned"]:
+        print(f"train: warning: test accuracy {last.test_acc:.4f} is no better than "
+              f"{recipe.LEARNED_OVER_CHANCE:g}x chance ({recipe.learned_threshold():.2f}): the run "
+              f"did not learn; max_lr {max_lr:.4g} is {recipe.max_lr_source(train_p)}",
+              file=sys.stderr)
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
         f"{seconds:.1f} s ({metrics['images_per_s']:.0f} images/s); wrote {MODEL_FILE}, "
         f"{TRAIN_METRICS}, {PROVENANCE_FILE}, {TRAIN_HISTORY}, {LR_SCHEDULE}")

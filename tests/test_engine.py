@@ -79,7 +79,7 @@ def test_fit_records_history_and_every_step_lr():
     assert 0 <= h.train_acc <= 1 and 0 <= h.test_acc <= 1 and h.seconds > 0
 
 
-def test_nan_loss_stops_with_epoch_step_and_hint():
+def test_nan_loss_stops_with_epoch_step_and_lr():
     calls = {"n": 0}
 
     def poisoned(logits, y):
@@ -87,8 +87,7 @@ def test_nan_loss_stops_with_epoch_step_and_hint():
         loss = nn.functional.cross_entropy(logits, y)
         return loss * float("nan") if calls["n"] == 6 else loss
 
-    with pytest.raises(engine.TrainingDiverged, match=r"loss is nan at epoch 2, step 2 .*lower "
-                                                     r"train.max_lr"):
+    with pytest.raises(engine.TrainingDiverged, match=r"loss is nan at epoch 2, step 2 \(lr "):
         engine.fit(_loop(_net(), _loader(), 2, poisoned, lr=1e-3))
 
 

@@ -62,3 +62,72 @@ def test_range_test_accepts_a_device_loader():
     lrs, losses = lr_range.range_test(net, opt, torch.nn.CrossEntropyLoss(), loader,
                                       torch.device("cpu"), 1e-6, 1e-1, 8, "exp")
     assert len(lrs) == 8 and np.isfinite(losses).all()
+
+
+def test_valley_is_half_way_down_the_longest_decreasing_run():
+    # 0-2 flat noise, 3-12 a descent with one bump at 8, then divergence
+    losses = np.array([2.3, 2.31, 2.29, 2.2, 2.0, 1.8, 1.6, 1.5, 1.55, 1.3, 1.2, 1.1, 1.0,
+                       1.4, 3.0])
+    # longest strictly decreasing subsequence: 2.31 (1), 2.29 ... 1.0 (12), skipping the bump:
+    # 11 points, ending at 12; fastai's start = 12 - 11 = 1, pick = 1 + int(11/3) + int(11/6) = 5
+    assert lr_range.valley_index(losses) == 5
+
+
+def test_valley_rule_leaves_out_fastais_ends():
+    lrs, losses = _curve()
+    pick = lr_range.pick_max_lr(lrs, losses, "valley")
+    first, last = len(lrs) // 10, len(lrs) - 5
+    expected = lrs[first:last][lr_range.valley_index(losses[first:last])]
+    assert pick.max_lr == expected
+    assert lrs[first] < pick.max_lr < pick.min_loss_lr  # on the way down, before the minimum
+
+
+def test_unknown_rule():
+    with pytest.raises(ValueError, match="unknown rule 'slide'"):
+        lr_range.pick_max_lr(*_curve(), "slide")
+
+
+def test_rules_are_the_params_choices():
+    from typing import get_args
+
+    from resnet9.params import LrFindParams
+
+    assert lr_range.RULES == get_args(LrFindParams.model_fields["rule"].annotation)
+    for rule in lr_range.RULES:  # each one is implemented
+        lr_range.pick_max_lr(*_curve(), rule)
+
+
+def _tiny_test(smooth_f: float, diverge_th: float) -> tuple[np.ndarray, np.ndarray]:
+    torch.manual_seed(0)
+    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    x, y = torch.randn(96, 3, 32, 32), torch.randint(0, 10, (96,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-7)
+    return lr_range.range_test(net, opt, torch.nn.CrossEntropyLoss(), loader,
+                               torch.device("cpu"), 1e-4, 10, 30, "exp",
+                               smooth_f=smooth_f, diverge_th=diverge_th)
+
+
+def test_smooth_replays_torch_lr_finder_on_raw_losses(one_thread):
+    lrs, smoothed = _tiny_test(lr_range.SMOOTH_F, 1.5)
+    raw_lrs, raw = _tiny_test(0.0, 1e9)
+    assert len(raw) == 30 and len(smoothed) < 30  # the library's stop: the loss diverged
+    replayed = lr_range.smooth(raw, lr_range.SMOOTH_F, 1.5)
+    assert len(replayed) == len(smoothed)
+    np.testing.assert_allclose(replayed, smoothed, rtol=1e-12)
+    np.testing.assert_array_equal(raw_lrs[:len(lrs)], lrs)
+
+
+def test_average_curves_keeps_the_steps_all_reached():
+    lrs = np.logspace(-5, 0, 6)
+    lrs_avg, mean = lr_range.average_curves([(lrs, np.arange(6.0)), (lrs[:4], np.ones(4))])
+    np.testing.assert_array_equal(lrs_avg, lrs[:4])
+    np.testing.assert_array_equal(mean, [0.5, 1.0, 1.5, 2.0])
+    with pytest.raises(ValueError, match="different LR schedules"):
+        lr_range.average_curves([(lrs, np.ones(6)), (lrs * 2, np.ones(6))])
+
+
+def test_repeat_seeds_start_with_the_seed_and_never_overlap_between_seeds():
+    assert lr_range.repeat_seeds(7, 1) == [7]
+    a, b = lr_range.repeat_seeds(0, 3), lr_range.repeat_seeds(1, 3)
+    assert a[0] == 0 and len(set(a) | set(b)) == 6

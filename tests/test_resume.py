@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,6 +145,56 @@ def test_auto_max_lr_without_an_lr_finder_result(tmp_path):
 def test_batch_size_larger_than_the_training_set(tmp_path):
     work = _workdir(tmp_path, "big_batch", batch_size=2048)
     _fails_with(work, "recipe.batch_size: 2048 is larger than the 1024 training images")
+
+
+def _real_subset(work: Path, npz: Path, n_train: int = 1024, n_test: int = 500) -> None:
+    """Put a class-stratified subset of the real CIFAR-10 in ``work``'s dataset."""
+    from resnet9 import data
+
+    with np.load(npz) as full:
+        arrays = dict(full)
+    subset = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        keep = data.stratified_subset(arrays[f"y_{split}"].ravel().astype(np.int64), n, seed=0)
+        subset[f"x_{split}"] = arrays[f"x_{split}"][keep]
+        subset[f"y_{split}"] = arrays[f"y_{split}"].ravel()[keep]
+    np.savez(work / paths.ARRAYS_FILE, **subset)
+
+
+def test_a_non_finite_loss_stops_the_stage_naming_max_lr_and_its_source(tmp_path):
+    # fp16 overflows within a few steps at max_lr 100 (the largest train.max_lr allows)
+    work = _workdir(tmp_path, "diverges", max_lr=100, precision="fp16", batch_size=32,
+                    epochs=2, peak_epoch=1)
+    _learnable(work)
+    proc = _train(work)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out + err
+    lines = [line for line in err.splitlines() if line.startswith("train: error:")]
+    assert len(lines) == 1, err
+    assert re.fullmatch(r"train: error: loss is (nan|inf) at epoch 1, step \d+ \(lr [\d.]+\); "
+                        r"max_lr 100 is train.max_lr in params.yaml: lower it .*", lines[0]), err
+    assert not (work / paths.MODEL_FILE).exists() and not (work / paths.TRAIN_METRICS).exists()
+    assert not _checkpoints(work)  # nothing left to resume into the same divergence
+
+
+@pytest.mark.parametrize("max_lr, learned", [(80, False), (0.005, True)])
+def test_a_run_that_did_not_learn_says_so(tmp_path, cifar_npz, max_lr, learned):
+    work = _workdir(tmp_path, f"lr{max_lr}", max_lr=max_lr, epochs=2, peak_epoch=1)
+    _real_subset(work, cifar_npz)
+    proc = _train(work)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    metrics = json.loads((work / paths.TRAIN_METRICS).read_text())
+    assert metrics["learned"] is learned, metrics
+    assert (work / paths.MODEL_FILE).is_file()  # the outputs are written either way
+    warning = [line for line in err.splitlines() if line.startswith("train: warning:")]
+    if learned:
+        assert not warning, err
+    else:
+        assert len(warning) == 1, err
+        assert re.fullmatch(r"train: warning: test accuracy 0\.\d+ is no better than 1\.5x chance "
+                            rf"\(0\.15\): the run did not learn; max_lr {max_lr} is "
+                            r"train.max_lr in params.yaml", warning[0]), err
 
 
 def _test_loss(work: Path, state_dict: dict) -> float:
