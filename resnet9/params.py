@@ -245,17 +245,33 @@ def _check_across(sections: dict[str, Section]) -> None:
             f"train.nproc_per_node ({train.nproc_per_node}), one image per process")
 
 
+def validate(path: Path | str = PARAMS_FILE) -> dict[str, Section]:
+    """Read ``path`` and validate every known section in it, those a stage reads and the others.
+
+    Every stage calls this (through :func:`load`) before any work, so that the first stage a run
+    executes refuses a bad value anywhere in the file: ``dvc exp run -S train.epochs=abc`` stops
+    in lr_find, before the LR range test, not after it.
+
+    Raises:
+        ParamsError: the file is missing or not YAML, or any key of any section is bad.
+    """
+    doc = read(path)
+    checked = {name: parse(name, raw) for name, raw in doc.items() if name in SECTIONS}
+    _check_across(checked)
+    return checked
+
+
 def load(*names: str, path: Path | str = PARAMS_FILE):
-    """Read ``path`` and return the validated sections ``names``, in order.
+    """The validated sections ``names`` of ``path``, in order, after :func:`validate` has checked
+    the whole file.
 
     Raises:
         ParamsError: the file is missing or not YAML, a section is missing, or any key is bad.
     """
     doc = read(path)
-    out = {}
     for name in names:
         if name not in doc:
             raise ParamsError(f"{path}: section '{name}' is missing")
-        out[name] = parse(name, doc[name])
-    _check_across(out)
-    return out[names[0]] if len(names) == 1 else tuple(out.values())
+    checked = validate(path)
+    out = [checked[name] for name in names]
+    return out[0] if len(names) == 1 else tuple(out)

@@ -3,11 +3,12 @@ torch eager -> metrics/export.json (logit differences, top-1 agreement, file siz
 
 import torch
 
-from resnet9 import artifacts, data, export, recipe, runner
+from resnet9 import artifacts, data, export, params, recipe, runner
 from resnet9.paths import EXPORT_METRICS, MODEL_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 
 
 def main() -> None:
+    params.validate()  # export reads no params, but a bad value anywhere stops the run here
     net, saved = recipe.load_trained(MODEL_FILE, torch.device("cpu"))
     _, test = data.load_dataset()
     metrics = export.export_and_check(net, saved, test.x[: export.CHECK_IMAGES])

@@ -106,7 +106,17 @@ def test_batch_size_must_give_every_process_an_image(tmp_path):
     with pytest.raises(ParamsError, match=r"^recipe\.batch_size: 2 is not allowed; expected at "
                                           r"least train\.nproc_per_node \(4\)"):
         params.load("recipe", "train", path=tmp_path / "params.yaml")
-    assert params.load("recipe", path=tmp_path / "params.yaml").batch_size == 2  # alone: fine
+
+
+def test_every_stage_refuses_a_bad_value_in_a_section_it_does_not_read(tmp_path):
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["train"]["epochs"] = "abc"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+    for sections in [("data",), ("model", "lr_find", "recipe"), ("evaluate", "recipe")]:
+        with pytest.raises(ParamsError, match=r"^train\.epochs: 'abc' is not allowed"):
+            params.load(*sections, path=tmp_path / "params.yaml")
+    with pytest.raises(ParamsError, match=r"^train\.epochs: 'abc' is not allowed"):
+        params.validate(tmp_path / "params.yaml")  # the export stage reads no section
 
 
 def test_end_lr_must_exceed_start_lr():

@@ -173,6 +173,32 @@ def test_second_repro_reruns_nothing(repo):
     assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
 
 
+def readme_line(prefix: str) -> str:
+    """The README's command line that starts with ``prefix``, as written (for ``bash -c``)."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+
+
+def test_a_bad_param_stops_the_first_stage_before_any_work_and_the_readme_restores(repo):
+    commit_all(repo, "the reference run")  # as in the project: outputs and lock committed
+    proc = sh(repo, "dvc", "exp", "run", "-S", "lr_find.num_iter=21", "-S", "train.epochs=abc",
+              check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "lr_find: error: train.epochs: 'abc' is not allowed" in out, out
+    assert "lr_find: 21 steps" not in out  # refused before the range test started
+    assert ran(proc) == {"lr_find"}, out
+    assert not (repo / paths.LR_FIND_METRICS).exists()  # DVC removed the stage's outputs
+
+    sh(repo, "bash", "-c", readme_line("git checkout params.yaml"))  # the README's recovery
+    assert "epochs: abc" not in (repo / "params.yaml").read_text()
+    assert (repo / paths.LR_FIND_METRICS).is_file()
+    status = sh(repo, "dvc", "status")
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+
+
 def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
     sh(repo, *git, "add", "-A")
