@@ -37,6 +37,8 @@ from resnet9.engine import EpochStats, FitResult, TrainLoop
 CACHE_DIR = Path(".cache/checkpoints")  # under the project root; .gitignore lists .cache/
 EVERY_S = 60.0  # default: seconds of training between two checkpoint writes
 EVERY_S_ENV = "RESNET9_CHECKPOINT_EVERY_S"
+KEEP = 3  # checkpoints of other (abandoned or paused) runs kept, the most recent ones
+KEEP_ENV = "RESNET9_CHECKPOINT_KEEP"
 ROOT_ENV = "DVC_ROOT"  # set by DVC for stage commands: the workspace root
 
 
@@ -114,6 +116,33 @@ class Saver:
         save(self.path, self.loop, epoch=epoch, fp=self.fp, result=result)
         self.last = self.clock()
         self.writes += 1
+
+
+def keep(env: Mapping[str, str] = os.environ) -> int:
+    """How many checkpoints of other runs :func:`prune` keeps: ``$RESNET9_CHECKPOINT_KEEP`` or
+    :data:`KEEP`.
+
+    Raises:
+        PipelineError: the variable is not an integer >= 0.
+    """
+    raw = env.get(KEEP_ENV, "") or str(KEEP)
+    if not raw.isdigit():
+        raise PipelineError(f"{KEEP_ENV}: {raw!r} is not allowed; expected an integer >= 0 (the "
+                            "checkpoints of other runs to keep)")
+    return int(raw)
+
+
+def prune(current: Path | str, keep: int) -> list[Path]:
+    """Delete the checkpoints beside ``current`` but the ``keep`` most recently written, so that
+    runs abandoned mid-way (about 105 MB each at width 1.0) do not pile up; ``current`` (this
+    run's) is never deleted. Returns the deleted paths, oldest first."""
+    current = Path(current)
+    others = sorted((p for p in current.parent.glob("*.pt") if p.name != current.name),
+                    key=lambda p: p.stat().st_mtime)
+    stale = others[:max(len(others) - keep, 0)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def discard(path: Path | str) -> None:

@@ -254,14 +254,16 @@ def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
     epochs, steps = loop.epochs, len(loop.train_loader)
     bar = tqdm(total=epochs * steps, initial=start_epoch * steps, unit="step",
                desc="train", dynamic_ncols=True, mininterval=1.0, disable=not show)
+    def show_step(train_loss: float) -> None:
+        bar.update()
+        bar.set_postfix(train_loss=f"{train_loss:.3f}", refresh=False)
+
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             bar.set_description(f"train epoch {epoch + 1}/{epochs}")
-            train_loss, train_acc = train_one_epoch(
-                loop, epoch, lrs=result.lrs,
-                on_step=lambda loss: (bar.update(), bar.set_postfix(loss=f"{loss:.3f}",
-                                                                     refresh=False)))
+            train_loss, train_acc = train_one_epoch(loop, epoch, lrs=result.lrs,
+                                                    on_step=show_step)
             train_loss, train_acc = distributed.mean([train_loss, train_acc], loop.device)
             test_loss, test_acc = score(*predict(loop.evaluated, loop.test_loader, loop.device,
                                                  loop.precision))

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-# Not code: what the pipeline itself rewrites, and DVC's own folder (config, .gitignore). A
-# change there does not make the tree "dirty".
-NOT_CODE = ("metrics", "plots", "dvc.lock", ".dvc")
+# Not code: what the pipeline itself rewrites, DVC's own folder (config, .gitignore), and
+# params.yaml, which `dvc exp run -S` writes and the provenance records in full anyway. A change
+# there does not make the tree "dirty".
+NOT_CODE = ("metrics", "plots", "dvc.lock", ".dvc", "params.yaml")
 
 
 def git_state(cwd: Path | str = ".") -> dict[str, Any]:
@@ -27,7 +28,7 @@ def git_state(cwd: Path | str = ".") -> dict[str, Any]:
 
     Returns ``{"git_commit": 40-hex str, "git_dirty": bool, "git_dirty_files": [str]}``;
     ``git_dirty`` counts tracked and untracked files, except the pipeline's own outputs and
-    DVC's folder (:data:`NOT_CODE`) and what ``.gitignore`` hides (``data/``). At most 20 changed
+    DVC's folder and params.yaml (:data:`NOT_CODE`) and what ``.gitignore`` hides (``data/``). At most 20 changed
     paths are listed. Outside a git work tree, or without git, all three are None.
     """
     def git(*args: str) -> str:

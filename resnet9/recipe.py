@@ -124,6 +124,7 @@ class ModelFileError(PipelineError):
 MODEL_FILE_HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
 # What a model file must hold: the weights and everything needed to use them without the
 # dataset or params.yaml (:func:`save_trained` writes them, :func:`load_model_file` checks them).
+ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every file torch.save writes
 MODEL_FILE_KEYS = ("state_dict", "model_params", "classes", "normalization", "input_size")
 
 
@@ -163,6 +164,11 @@ def load_model_file(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: not found; {MODEL_FILE_HINT}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head.startswith(ZIP_MAGIC):  # torch.save's format since torch 1.6 is a zip archive
+        raise ModelFileError(f"{path}: not a model file (torch.save writes a zip archive; this "
+                             f"file starts with {head!r}); {MODEL_FILE_HINT}")
     try:
         saved = artifacts.load_torch(path)
     except Exception as err:  # torch.load: RuntimeError, UnpicklingError, EOFError, OSError...

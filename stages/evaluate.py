@@ -32,8 +32,9 @@ def main() -> None:
     artifacts.write_csv(CONFUSION_CSV, frame)
     artifacts.write_csv(PER_CLASS_CSV, pd.DataFrame(
         {"class": classes, "accuracy": per_class.values}))
-    print(f"evaluate: top-1 accuracy {accuracy:.4f}, loss {loss:.4f} on {len(labels):,} test "
-          f"images; wrote {EVALUATE_METRICS}, {CONFUSION_CSV}, {PER_CLASS_CSV}")
+    tta = f", flip-TTA top-1 {metrics['tta_accuracy']:.4f}" if eval_p.tta else ""
+    print(f"evaluate: top-1 accuracy {accuracy:.4f}{tta}, loss {loss:.4f} on {len(labels):,} "
+          f"test images; wrote {EVALUATE_METRICS}, {CONFUSION_CSV}, {PER_CLASS_CSV}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def main() -> None:
 
 def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
     main_rank = rank == 0
-    every_s = checkpoint.every_s()  # checked before any work
+    every_s, keep = checkpoint.every_s(), checkpoint.keep()  # checked before any work
     run_params = params.read()  # for the provenance: params.yaml as this run read it
     train, test = data.load_dataset()
     if world > 1:  # equal shards, so every rank takes the same number of steps
@@ -65,6 +65,11 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
                                 data=dataset_sha256)
     ckpt = checkpoint.path_for(fp)
     if world == 1:
+        pruned = checkpoint.prune(ckpt, keep)
+        if pruned:
+            print(f"train: deleted {len(pruned)} old checkpoint(s) of other runs, keeping the "
+                  f"{keep} most recent ({checkpoint.KEEP_ENV}): "
+                  f"{', '.join(p.name for p in pruned)}")
         start, result, how = checkpoint.resume(ckpt, loop, fp)
         on_epoch_end = checkpoint.Saver(ckpt, loop, every_s, fp)
     else:  # per-rank RNG streams are not checkpointed: start over, write none

@@ -229,7 +229,8 @@ def _bad_models(tmp_path: Path, tiny_model: Path) -> dict[str, tuple[Path, str]]
     return {
         "missing": (tmp_path / "missing.pt", "not found"),
         "truncated": (truncated, "truncated or corrupt"),
-        "text": (text, "truncated or corrupt"),
+        "text": (text, "not a model file (torch.save writes a zip archive; this file starts "
+                       "with b'version https:"),
         "foreign": (foreign, "not a ResNet-9 model file"),
         "tensor": (tensor, "holds a Tensor"),
         "wrong width": (wrong_width, "do not fit"),

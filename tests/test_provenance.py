@@ -33,6 +33,7 @@ def test_records_the_commit_and_whether_the_code_is_dirty(tmp_path):
     (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".dvc/.gitignore").write_text("/tmp\n")
+    (tmp_path / "params.yaml").write_text("train: {epochs: 3}\n")  # what `dvc exp run -S` writes
     assert provenance.git_state(tmp_path)["git_dirty"] is False
 
     (tmp_path / "code.py").write_text("x = 2\n")

@@ -288,6 +288,31 @@ def test_checkpoint_interval_from_the_environment():
             checkpoint.every_s({"RESNET9_CHECKPOINT_EVERY_S": bad})
 
 
+def test_old_checkpoints_of_other_runs_are_pruned_to_the_most_recent(tmp_path):
+    from resnet9 import PipelineError, checkpoint
+
+    paths_by_age = []
+    for i in range(5):  # oldest first
+        path = tmp_path / f"other{i}.pt"
+        path.write_bytes(b"x")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+        paths_by_age.append(path)
+    current = tmp_path / "current.pt"
+    current.write_bytes(b"x")
+    os.utime(current, (1, 1))  # the oldest file of all, but this run's: never deleted
+
+    assert checkpoint.prune(current, keep=2) == paths_by_age[:3]
+    assert sorted(tmp_path.iterdir()) == sorted([current, *paths_by_age[3:]])
+    assert checkpoint.prune(current, keep=0) == paths_by_age[3:]
+    assert list(tmp_path.iterdir()) == [current]
+
+    assert checkpoint.keep({}) == checkpoint.KEEP == 3
+    assert checkpoint.keep({"RESNET9_CHECKPOINT_KEEP": "0"}) == 0
+    for bad in ("all", "-1", "1.5"):
+        with pytest.raises(PipelineError, match=rf"^RESNET9_CHECKPOINT_KEEP: '{bad}' is not "):
+            checkpoint.keep({"RESNET9_CHECKPOINT_KEEP": bad})
+
+
 def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(monkeypatch):
     from types import SimpleNamespace
 
