@@ -1,11 +1,12 @@
 """How much the LR range test's pick moves with the seed, for each pick rule. Not a test.
 
-``run`` records raw range-test curves: the batch losses of torch-lr-finder's test with no
-smoothing (``smooth_f=0``) and a divergence stop far beyond the library's (``diverge_th=100``),
-one CSV per seed, with the params.yaml network and recipe (``recipe.seed`` replaced by each
-seed). Because torch-lr-finder's smoothing is a linear moving average and its stop a function
-of the smoothed curve, every setting of ``lr_find`` (smoothing, rule, fraction, repeats) can then
-be replayed exactly on the same curves, which is what ``analyze`` does:
+``run`` records raw range-test curves: the batch loss and LR of every step of torch-lr-finder's
+test (``lr_range.range_test``), one CSV per seed, with the params.yaml network and recipe
+(``recipe.seed`` replaced by each seed). Each test stops where torch-lr-finder's default would
+(its smoothed loss above 5x its lowest). Because that smoothing is a linear moving average,
+``lr_range.smooth`` replays it exactly on the raw losses, and so every setting of ``lr_find``
+(rule, fraction, repeats) can be applied to the same curves afterwards, which is what
+``analyze`` does:
 
     python benchmarks/lr_find_spread.py run --name default --seeds 0 1 2 3 4
     python benchmarks/lr_find_spread.py run --name narrow --start-lr 1e-5 --end-lr 1 --seeds 0 1
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from resnet9 import data, engine, loaders, lr_range, params, precision, recipe
 
@@ -41,6 +43,31 @@ def cpu_name() -> str:
                     if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "?"
+
+
+class _Diverged(Exception):
+    """torch-lr-finder's default stop, reached."""
+
+
+class RecordingLoss(nn.Module):
+    """The recipe's loss, recording each batch's LR and raw loss, and ending the test (by raising
+    :class:`_Diverged`) at the step where torch-lr-finder's default smoothing and stop would end
+    it. The loss it records is the value torch-lr-finder records (``loss.item()``)."""
+
+    def __init__(self, criterion: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        super().__init__()
+        self.criterion, self.optimizer = criterion, optimizer
+        self.lrs: list[float] = []
+        self.raw: list[float] = []
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.criterion(logits, y)
+        self.lrs.append(self.optimizer.param_groups[0]["lr"])
+        self.raw.append(loss.item())
+        smoothed = lr_range.smooth(np.array(self.raw))
+        if smoothed[-1] > lr_range.DIVERGE_TH * smoothed.min():
+            raise _Diverged
+        return loss
 
 
 def record(args: argparse.Namespace) -> None:
@@ -61,9 +88,13 @@ def record(args: argparse.Namespace) -> None:
         net = recipe.build_model(model_p, device)
         opt = recipe.optimizer(net, args.start_lr, r)
         t0 = time.perf_counter()
-        lrs, losses = lr_range.range_test(net, opt, recipe.criterion(r), loader, device,
-                                          args.start_lr, args.end_lr, args.num_iter, "exp", amp,
-                                          smooth_f=0.0, diverge_th=100.0)
+        loss = RecordingLoss(recipe.criterion(r), opt)
+        try:  # raw losses: no smoothing, no stop of the library's own
+            lr_range.range_test(net, opt, loss, loader, device, args.start_lr, args.end_lr,
+                                args.num_iter, "exp", amp, smooth_f=0.0, diverge_th=1e30)
+        except _Diverged:
+            pass
+        lrs, losses = np.array(loss.lrs), np.array(loss.raw)
         seconds = time.perf_counter() - t0
         pd.DataFrame({"lr": lrs, "loss": losses}).to_csv(path, index=False)
         index = out / "runs.csv"

@@ -62,6 +62,10 @@ class LiveLog:
     goes on from there instead of starting over. Make one on rank 0 only; call :meth:`close`
     when the run completes.
 
+    Without dvclive installed (a GPU machine that has only PyTorch: scripts/gpu_measure.sh) it
+    says so once and writes the summary as ``{"step": N}`` alone; the history is written as
+    always.
+
     Raises:
         ValueError: a call whose ``epoch`` (0-based) is not the last epoch of ``result``.
     """
@@ -70,29 +74,45 @@ class LiveLog:
                  history_file: Path | str = paths.TRAIN_HISTORY,
                  live_dir: Path | str = paths.LIVE_DIR,
                  env: Mapping[str, str] = os.environ) -> None:
-        from dvclive import Live  # imports part of DVC: only when a run starts
-
         self.history_file = Path(history_file)
         self.hold_file = env.get(HOLD_ENV) or None
-        self.live = Live(dir=str(live_dir), resume=False, report=None, save_dvc_exp=False,
-                         dvcyaml=False)
+        self._summary_file = Path(live_dir) / "metrics.json"
+        self._step = 0
+        try:
+            from dvclive import Live  # imports part of DVC: only when a run starts
+        except ImportError:
+            print(f"train: dvclive is not installed: no live summary in {self._summary_file} "
+                  f"beyond the step; {self.history_file} is written after every epoch as always")
+            self.live = None
+        else:
+            self.live = Live(dir=str(live_dir), resume=False, report=None, save_dvc_exp=False,
+                             dvcyaml=False)
         if resumed is not None and resumed.history:
             artifacts.write_csv(self.history_file, history_frame(resumed))
             self._log(resumed)
-            self.live.make_summary()  # the files DVC removed; Studio hears from the next epoch
+            self._write_summary()  # the files DVC removed; Studio hears from the next epoch
 
     @property
     def summary_file(self) -> Path:
         """DVCLive's summary of the latest epoch (a DVC metric in dvc.yaml)."""
-        return Path(self.live.metrics_file)
+        return Path(self.live.metrics_file) if self.live else self._summary_file
 
     @property
     def step(self) -> int:
         """DVCLive's step: the number of the epoch last logged (0 before the first)."""
-        return self.live.step
+        return self.live.step if self.live else self._step
+
+    def _write_summary(self) -> None:
+        if self.live:
+            self.live.make_summary()
+        else:
+            artifacts.write_json(self._summary_file, {"step": self._step})
 
     def _log(self, result: FitResult) -> None:
         last = result.history[-1]
+        self._step = last.epoch
+        if not self.live:
+            return
         self.live.step = last.epoch
         for name, value in (("train/loss", last.train_loss), ("train/acc", last.train_acc),
                             ("test/loss", last.test_loss), ("test/acc", last.test_acc),
@@ -105,8 +125,11 @@ class LiveLog:
                              f"{len(result.history)} epochs in the result")
         artifacts.write_csv(self.history_file, history_frame(result))
         self._log(result)
-        self.live.next_step()  # writes the summary, posts to Studio when configured
-        self.live.step = result.history[-1].epoch  # next_step counted one on: undo
+        if self.live:
+            self.live.next_step()  # writes the summary, posts to Studio when configured
+            self.live.step = result.history[-1].epoch  # next_step counted one on: undo
+        else:
+            self._write_summary()
         sys.stdout.flush()  # the epoch's line into a log file now (`dvc queue logs`)
         while self.hold_file and os.path.exists(self.hold_file):
             time.sleep(0.1)
@@ -115,7 +138,8 @@ class LiveLog:
         """End DVCLive's run (``Live.end``: the last summary and the "done" event to Studio when
         configured), then cut the summary file down to ``{"step": <epochs done>}``, atomically:
         the completed run's figures are in metrics/train.json and metrics/evaluate.json."""
-        self.live.end()
+        if self.live:
+            self.live.end()
         artifacts.write_json(self.summary_file, {"step": self.step})
 
 

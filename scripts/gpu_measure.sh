@@ -3,24 +3,28 @@
 # recipe.seed, metrics/lr_find.json's suggested_max_lr, checkpoints in .cache/checkpoints, the
 # repo on PYTHONPATH (the GPU machine has no `pip install -e .`), and the dataset joined from
 # /tmp/part.1, /tmp/part.2 (each earlier step copies its part there: docs/gpu) and .gpu3/part.3.
-# Default runs: the next experiment the README names, lr_find.fraction 0.3 at seeds 0-2, then
-# the speed benchmark and the defaults at seed 0 for comparison on the same card.
+# Default runs (issue 19, part 2): a fixed-max_lr sweep at seed 0 (1.5e-3 to 9e-3: accuracy
+# against max_lr at the spec), then the params.yaml defaults (the LR range test's rule) at seeds
+# 0, 1 and 2. Runs that fix train.max_lr skip lr_find; download runs only when data.* changes.
 # Use: `cp scripts/gpu_measure.sh .gpu3/measure.sh` after ../shared/gpu/pack.sh.
 # GPU machine, step 3 (from the project's root), after the transfer of .gpu1 (step 1), setup.sh
 # with .gpu2 (step 2) and the transfer of .gpu3 (this step). Joins the dataset, then runs the pipeline's stages
 # (download, lr_find, train, evaluate; no dvc needed) with params.yaml edited per run:
 #   smoke  : a 2-epoch run on a 2,000-image subset, to fail fast;
-#   seed0  : the full spec with the params.yaml defaults, seed 0;
+#   seedN  : the full spec with the params.yaml defaults, recipe.seed N;
+#   lr:X   : the defaults at seed 0 with train.max_lr fixed at X (no range test);
+#   set:TAG:k=v,k=v : the defaults with the given keys (e.g. set:ls02:recipe.label_smoothing=0.2);
+#   compile: train.compile true at seed 0;
 #   speed  : benchmarks/speed.py on the device at width 1.0, batch 512;
 #   (runs after the first:) while BUDGET_S (default 480) seconds are not spent.
 # Writes $OUT/summary.md (one line per run), $OUT/log.txt and $OUT/results.tgz (each run's
-# metrics/, plots/*.csv and stage logs). Env: RUNS (default "smoke seed0 speed seed1 seed2
-# compile"), BUDGET_S, BASE (overrides added to every run, e.g. for a CPU rehearsal).
+# metrics/, plots/*.csv and stage logs). Env: RUNS (the default is below), BUDGET_S, BASE
+# (overrides added to every run, e.g. for a CPU rehearsal).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repo: no pip install -e there
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-RUNS=${RUNS:-smoke frac0 frac1 frac2 speed seed0}
-BUDGET_S=${BUDGET_S:-480}
+RUNS=${RUNS:-smoke lr:1.5e-3 lr:2.5e-3 lr:4e-3 lr:6e-3 lr:9e-3 seed0 seed1 seed2}
+BUDGET_S=${BUDGET_S:-540}
 BASE=${BASE:-}
 SHA=a44cc18e4ad961b5158c7da062a6232fb65938b615bf013046199b823b75c43d
 NPZ=/tmp/cifar10.npz
@@ -56,8 +60,16 @@ pipeline() {  # tag key=value ...
   set_params data.source=$NPZ "$@" $BASE || { echo "| $tag | params failed |" >> "$OUT/summary.md"; return 1; }
   cp params.yaml "$dir/"
   rm -rf .cache/checkpoints
-  local line="| $tag |" ok=1
-  for stage in download lr_find train evaluate; do
+  local line="| $tag |" ok=1 stages="" data_now
+  # download only when data.* changed since the last run; lr_find only when train.max_lr is auto
+  data_now=$(python3 -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data'])")
+  if [ "$data_now" != "$(cat "$R/data.last" 2>/dev/null)" ] || [ ! -f data/cifar10/arrays.npz ]; then
+    stages="download"; rm -f "$R/data.last"
+  fi
+  python3 -c "import sys, yaml; sys.exit(yaml.safe_load(open('params.yaml'))['train']['max_lr'] != 'auto')" \
+    && stages="$stages lr_find"
+  stages="$stages train evaluate"
+  for stage in $stages; do
     local t0=$(date +%s.%N)
     if ! python3 -m stages.$stage > "$dir/$stage.log" 2>&1; then
       echo "[$tag] $stage FAILED:"; tail -25 "$dir/$stage.log"; ok=0
@@ -65,15 +77,16 @@ pipeline() {  # tag key=value ...
     fi
     local t=$(python3 -c "import time;print(f'{time.time()-$t0:.1f}')")
     line="$line $stage ${t}s |"
+    [ "$stage" = download ] && echo "$data_now" > "$R/data.last"
     echo "[$tag] $stage ${t}s: $(tail -1 "$dir/$stage.log")"
   done
   cp -r metrics "$dir/" 2>/dev/null; cp plots/*.csv "$dir/" 2>/dev/null
   if [ $ok = 1 ]; then
     line="$line $(python3 - <<'PY'
 import json, pandas as pd
-e = json.load(open("metrics/evaluate.json")); f = json.load(open("metrics/lr_find.json"))
+e = json.load(open("metrics/evaluate.json")); t = json.load(open("metrics/train.json"))
 h = pd.read_csv("plots/train_history.csv")
-print(f"max_lr {f['suggested_max_lr']:.3g} | top-1 {e['accuracy']:.4f} | tta {e.get('tta_accuracy', float('nan')):.4f} "
+print(f"max_lr {t['max_lr']:.3g} | top-1 {e['accuracy']:.4f} | tta {e.get('tta_accuracy', float('nan')):.4f} "
       f"| epochs {len(h)} | sum of epoch s {h['seconds'].sum():.1f} | last epoch s {h['seconds'].iloc[-1]:.2f} |")
 PY
 )"
@@ -83,17 +96,16 @@ PY
 }
 
 for run in $RUNS; do
-  if [ "$run" != smoke ] && [ "$run" != frac0 ] && [ "$(elapsed)" -ge "$BUDGET_S" ]; then
+  if [ "$run" != smoke ] && [ "$(elapsed)" -ge "$BUDGET_S" ]; then
     echo "| $run | skipped: ${BUDGET_S}s budget spent |" | tee -a "$OUT/summary.md"; continue
   fi
   case $run in
     smoke)   pipeline smoke data.train_subset=2000 data.test_subset=1000 train.epochs=2 \
                train.peak_epoch=1 lr_find.num_iter=20 || { echo "smoke failed: stopping"; break; } ;;
-    seed0)   pipeline seed0 recipe.seed=0 ;;
-    seed1)   pipeline seed1 recipe.seed=1 ;;
-    seed2)   pipeline seed2 recipe.seed=2 ;;
+    seed*)   pipeline $run recipe.seed=${run#seed} ;;
+    lr:*)    pipeline "lr${run#lr:}" recipe.seed=0 train.max_lr=${run#lr:} ;;
+    set:*)   rest=${run#set:}; pipeline "${rest%%:*}" recipe.seed=0 ${rest#*://,/ } ;;
     compile) pipeline compile recipe.seed=0 train.compile=true ;;
-    frac0|frac1|frac2) pipeline $run recipe.seed=${run#frac} lr_find.fraction=0.3 ;;
     speed)   dev=cuda; [[ "$BASE" == *device=cpu* ]] && dev=cpu
              python3 benchmarks/speed.py --device $dev --width ${SPEED_WIDTH:-1.0} --batch-size 512 ${SPEED_ARGS:---steps 60 --warmup 10} \
                --data $NPZ --out "$R/speed.csv" > "$R/speed.log" 2>&1; tail -8 "$R/speed.log"

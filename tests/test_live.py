@@ -81,6 +81,30 @@ def test_history_and_summary_are_complete_after_every_epoch(workdir):
     assert _files(workdir) == ["metrics/live/metrics.json", "plots/train_history.csv"]
 
 
+def test_without_dvclive_it_says_so_and_writes_the_history_and_the_step(workdir, monkeypatch,
+                                                                       capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dvclive(name, *args, **kwargs):  # as on a GPU machine with only PyTorch
+        if name == "dvclive" or name.startswith("dvclive."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dvclive)
+    logger = live.LiveLog()
+    assert "dvclive is not installed" in capsys.readouterr().out
+    result = _result(2)
+    for epoch in range(2):
+        logger(epoch, FitResult(result.history[:epoch + 1], result.lrs))
+        assert json.loads(SUMMARY.read_text()) == {"step": epoch + 1}
+    logger.close()
+    pd.testing.assert_frame_equal(pd.read_csv(paths.TRAIN_HISTORY), live.history_frame(result))
+    assert json.loads(SUMMARY.read_text()) == {"step": 2}
+    assert _files(workdir) == ["metrics/live/metrics.json", "plots/train_history.csv"]
+
+
 def test_a_resumed_run_continues_the_step_count_and_ends_with_the_same_files(workdir):
     straight = workdir / "straight"
     straight.mkdir()
