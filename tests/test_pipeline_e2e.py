@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -405,3 +406,93 @@ def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
     assert any(exp.get("name") for commit in shown for exp in commit.get("experiments") or []), \
         json.dumps(shown)[:2000]  # the run is an experiment, listed by `dvc exp show`
+
+
+# ---- the README's commands, as a user types them ---------------------------------------------
+
+# Each command line of the README's ```bash blocks, matched by a regex, is either run by
+# test_the_readme_commands_run (None) or skipped for the reason given. A README command with no
+# entry fails test_every_readme_command_is_run_or_skipped_with_a_reason.
+README_COMMANDS: list[tuple[str, str | None]] = [
+    (r"make repro\b", "the full spec: hours on a CPU"),
+    (r"make test\b", "the test suite itself (CI runs it)"),
+    (r"make quick\b", "test_make_quick_runs_the_whole_pipeline_as_an_experiment runs it"),
+    (r"dvc exp run -S data\.source=", "the full spec: hours on a CPU"),
+    (r"git clone <repo>", "test_push_to_a_remote_and_pull_into_a_fresh_clone runs it"),
+    (r"dvc remote add ", "test_push_to_a_remote_and_pull_into_a_fresh_clone runs it"),
+    (r"dvc push\b", "test_push_to_a_remote_and_pull_into_a_fresh_clone runs it"),
+    (r"source \.venv/bin/activate", None),
+    (r"\.venv/bin/dvc ", None),
+    (r"dvc (repro|metrics diff|params diff|plots show)\b", None),
+    (r"dvc exp run -S train\.", None),
+    (r"dvc exp show\b", None),
+    (r"for lr in ", None),
+    (r"dvc queue (start|logs)\b", None),
+    (r"git checkout params\.yaml", None),
+    (r"python -m resnet9\.predict ", None),
+]
+
+
+def readme_commands() -> list[str]:
+    """Every command line of the README's ```bash blocks, in order, without its comment."""
+    commands, in_bash = [], False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            in_bash = line.strip() == "```bash"
+            continue
+        command = " ".join(shlex.split(line, comments=True)) if in_bash else ""
+        if command:
+            commands.append(line.split(" #")[0].strip() if "#" in line else line.strip())
+    return commands
+
+
+def readme_entry(command: str) -> tuple[str, str | None]:
+    matches = [(pattern, how) for pattern, how in README_COMMANDS if re.match(pattern, command)]
+    assert len(matches) == 1, f"README command {command!r} matches {len(matches)} entries"
+    return matches[0]
+
+
+def test_every_readme_command_is_run_or_skipped_with_a_reason():
+    commands = readme_commands()
+    assert len(commands) >= 20 and "dvc repro" in commands
+    for command in commands:
+        readme_entry(command)
+
+
+def _wait_for_the_queue(repo: Path) -> None:
+    deadline = time.monotonic() + 900
+    while True:
+        status = sh(repo, "dvc", "queue", "status").stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(3)
+    assert "Failed" not in status, status
+
+
+def test_the_readme_commands_run(repo):
+    """The README's runnable commands, in its order, in the e2e repo (tiny settings: width
+    0.25, 2,000 images), through bash as a user types them. Placeholders get real values:
+    ``<name>`` a queued experiment's name; the images of the predict examples are CIFAR-10
+    test images saved as files."""
+    commit_all(repo, "before the README's commands")
+    (repo / ".venv").symlink_to(Path(sys.prefix))
+    x = np.load(repo / paths.ARRAYS_FILE)["x_test"][:4]
+    (repo / "photos").mkdir()
+    for name, image in zip(["cat.jpg", "dog.png", "photos/a.jpg", "photos/b.jpg"], x):
+        Image.fromarray(image).save(repo / name)
+    ran_commands = []
+    for command in readme_commands():
+        if readme_entry(command)[1] is not None:
+            continue
+        if "<name>" in command:
+            status = sh(repo, "dvc", "queue", "status").stdout.splitlines()
+            done = [line.split()[1] for line in status if "Success" in line]
+            command = command.replace("<name>", done[-1])
+        proc = sh(repo, "bash", "-c", command, check=False, PYTHONPATH=str(ROOT))
+        assert proc.returncode == 0, (f"README command failed ({proc.returncode}): {command}\n"
+                                      f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        ran_commands.append(command)
+        if command.startswith("dvc queue start"):
+            _wait_for_the_queue(repo)
+    assert len(ran_commands) >= 15, ran_commands
