@@ -1,6 +1,6 @@
 """ResNet-9 on CIFAR-10: the library behind the DVC stages in ``stages/``.
 
-Modules, each small and with one job (see ``../shared/DESIGN.md``):
+Modules, each small and with one job:
 
 - :mod:`resnet9.params`    typed ``params.yaml`` sections and their validation
 - :mod:`resnet9.paths`     every output path, declared once

@@ -28,9 +28,8 @@ GPU_SYNC_EVERY = 20  # training steps between reads of the loss back from a GPU
 
 # With fp16 the GradScaler skips the steps whose gradients overflowed (the first few, while it
 # finds its scale) and the One Cycle schedule advances anyway, as it should: torch's warning
-# about scheduler.step() before optimizer.step() is expected there.
-warnings.filterwarnings(
-    "ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`")
+# about scheduler.step() before optimizer.step() is expected there, and silenced around it.
+SKIPPED_STEP_WARNING = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
 
 
 def loss_sync_every(device: torch.device) -> int:
@@ -168,7 +167,9 @@ def train_one_epoch(loop: TrainLoop, epoch: int, on_step: Callable[[float], None
         scaler.scale(loss).backward()
         scaler.step(optimizer)  # skipped when fp16 gradients overflowed
         scaler.update()
-        loop.scheduler.step()
+        with warnings.catch_warnings():  # the schedule advances over a skipped fp16 step
+            warnings.filterwarnings("ignore", message=SKIPPED_STEP_WARNING)
+            loop.scheduler.step()
         if loop.ema is not None:
             loop.ema.update_parameters(loop.net)
         total_loss += loss.detach() * len(y)

@@ -186,3 +186,13 @@ def test_no_weight_decay_on_bn_and_bias():
                                                     for p in decayed["params"])
     assert plain["weight_decay"] == 0 and all(p.ndim == 1 for p in plain["params"])
     assert len(decayed["params"]) == 9  # 8 convolutions and the FC weight
+
+
+def test_a_skipped_fp16_step_advances_the_schedule_without_a_warning(recwarn):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))  # small: fp16 is slow on a CPU
+    loop = _loop(net, _loader(), 2)
+    loop.precision = Precision("fp16", "cpu", init_scale=2.0**40)  # the first steps overflow
+    engine.train_one_epoch(loop, 0)
+    assert loop.precision.scaler.get_scale() < 2.0**40  # steps were skipped ...
+    assert loop.scheduler.last_epoch == len(_loader())  # ... and the schedule advanced anyway
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
