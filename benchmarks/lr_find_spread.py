@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import os
 import platform
 import time
@@ -132,29 +133,36 @@ def load_setting(folder: Path) -> tuple[pd.DataFrame, dict[int, tuple[np.ndarray
 
 def spread_rows(name: str, runs: pd.DataFrame, curves: dict, smooth_f: float,
                 repeats: int) -> list[dict]:
-    """One row per rule: picks on disjoint groups of ``repeats`` seeds, in seed order."""
+    """One row per rule: the pick of every combination of ``repeats`` recorded seeds (each seed
+    alone when 1), their median, and the spread that 5 seeds of ``recipe.seed`` would show.
+
+    The spread of k-test averages is estimated from all combinations of k curves: the standard
+    deviation s of log(pick) over them, and exp(2.326 s), the expected max/min of 5 independent
+    draws from a log-normal with that s. With one test per pick the observed max/min over the
+    seeds is given too.
+    """
     seeds = sorted(curves)
-    groups = [seeds[i:i + repeats] for i in range(0, len(seeds) - repeats + 1, repeats)]
     smoothed = {s: lr_range.smooth(curves[s][1], smooth_f) for s in seeds}
-    # what the stage would run: the steps up to torch-lr-finder's stop, at the measured s/step
+    # what the stage runs: the steps up to torch-lr-finder's stop, at the measured s/step
     s_per_step = float(np.median(runs.seconds / runs.steps_run))
     steps = float(np.mean([len(smoothed[s]) for s in seeds]))
     rows = []
     for label, rule, fraction in RULE_VARIANTS:
         picks = []
-        for group in groups:
+        for group in itertools.combinations(seeds, repeats):
             lrs, losses = lr_range.average_curves(
                 [(curves[s][0][:len(smoothed[s])], smoothed[s]) for s in group])
             picks.append(lr_range.pick_max_lr(lrs, losses, rule, fraction).max_lr)
         picks = np.array(picks)
-        sd = float(np.std(np.log(picks), ddof=1)) if len(picks) > 1 else float("nan")
+        sd = float(np.std(np.log(picks), ddof=1))
         rows.append({
             "range": name, "steps": int(runs.num_iter.iloc[0]), "smooth_f": smooth_f,
-            "repeats": repeats, "rule": label, "n": len(picks),
-            "median": float(np.median(picks)), "min": picks.min(), "max": picks.max(),
-            "max/min": picks.max() / picks.min(), "5-seed range": float(np.exp(RANGE_OF_5 * sd)),
-            "cpu_min": repeats * steps * s_per_step / 60,
-            "picks": " ".join(f"{p:.2e}" for p in picks),
+            "rule": label, "repeats": repeats, "seeds": len(seeds),
+            "median max_lr": float(np.median(picks)),
+            "max/min seen": picks.max() / picks.min() if repeats == 1 else float("nan"),
+            "max/min of 5 (est.)": float(np.exp(RANGE_OF_5 * sd)),
+            "CPU min": repeats * steps * s_per_step / 60,
+            "picks": " ".join(f"{p:.2g}" for p in picks) if repeats == 1 else "",
         })
     return rows
 
@@ -167,13 +175,13 @@ def analyze(args: argparse.Namespace) -> None:
         name = f"{folder.name} ({lo:g} to {hi:g})"
         for smooth_f in args.smooth_f:
             for repeats in args.repeats:
-                if len(curves) >= 2 * repeats:
+                if len(curves) > repeats:
                     rows.extend(spread_rows(name, runs, curves, smooth_f, repeats))
     table = pd.DataFrame(rows)
-    fmt = {"median": "{:.2e}", "min": "{:.2e}", "max": "{:.2e}", "max/min": "{:.2f}",
-           "5-seed range": "{:.2f}", "cpu_min": "{:.1f}"}
+    fmt = {"median max_lr": "{:.2e}", "max/min seen": "{:.2f}", "max/min of 5 (est.)": "{:.2f}",
+           "CPU min": "{:.0f}"}
     for col, f in fmt.items():
-        table[col] = table[col].map(f.format)
+        table[col] = table[col].map(lambda v: "" if v != v else f.format(v))
     text = table.to_markdown(index=False)
     (RESULTS / "spread.md").write_text(text + "\n")
     print(text)
