@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from resnet9 import data, engine, loaders, lr_range, params, precision, recipe
+from resnet9 import data, loaders, lr_range, params, precision, recipe, runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lr_find"
@@ -73,7 +73,7 @@ class RecordingLoss(nn.Module):
 
 def record(args: argparse.Namespace) -> None:
     model_p, recipe_p = params.load("model", "recipe")
-    device = engine.select_device(recipe_p.device)
+    device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
     out = RESULTS / args.name
@@ -84,7 +84,7 @@ def record(args: argparse.Namespace) -> None:
             print(f"{path}: recorded already, skipped")
             continue
         r = recipe_p.model_copy(update={"seed": seed})
-        generator = engine.seed_everything(seed)
+        generator = runtime.seed_everything(seed)
         loader = loaders.train_loader(train, r, device, generator)
         net = recipe.build_model(model_p, device)
         opt = recipe.optimizer(net, args.start_lr, r)

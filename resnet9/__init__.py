@@ -12,7 +12,8 @@ Modules, each small and with one job:
 - :mod:`resnet9.schedule`  the One Cycle policy
 - :mod:`resnet9.lr_range`  the LR range test and its pick rule
 - :mod:`resnet9.recipe`    params to torch objects: network, Adam, EMA, loss; the model file
-- :mod:`resnet9.engine`    device choice, the training loop (``TrainLoop``), evaluation
+- :mod:`resnet9.engine`    the training loop (``TrainLoop``), evaluation
+- :mod:`resnet9.runtime`   device choice (a free GPU per run), seeding
 - :mod:`resnet9.checkpoint` resumable training state
 - :mod:`resnet9.distributed` DistributedDataParallel under torchrun
 - :mod:`resnet9.gradcam`   Grad-CAM with captum

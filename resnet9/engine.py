@@ -1,4 +1,4 @@
-"""Device choice, the training loop and evaluation.
+"""The training loop and evaluation.
 
 The loops follow pytorch/examples mnist/main.py: :func:`train_one_epoch` and :func:`predict`
 are plain functions (a :class:`TrainLoop` holds what training uses); :func:`fit` runs the
@@ -8,7 +8,6 @@ stops on a non-finite loss.
 
 from __future__ import annotations
 
-import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from resnet9 import PipelineError, distributed
-from resnet9.params import ParamsError
 from resnet9.precision import Precision
 
 
@@ -41,35 +39,6 @@ def loss_sync_every(device: torch.device) -> int:
 
 class TrainingDiverged(PipelineError):
     """The loss became NaN or infinite."""
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` -> cuda, else mps, else cpu; an explicit name must be available. On CUDA it
-    turns on ``cudnn.benchmark``.
-
-    Raises:
-        ParamsError: ``cuda`` or ``mps`` asked for on a machine without one.
-    """
-    has = {"cuda": torch.cuda.is_available(),
-           "mps": getattr(torch.backends, "mps", None) is not None
-           and torch.backends.mps.is_available(),
-           "cpu": True}
-    if name == "auto":
-        name = next(d for d in ("cuda", "mps", "cpu") if has[d])
-    if not has[name]:
-        raise ParamsError(f"recipe.device: {name!r} is not available on this machine; "
-                          f"expected 'auto' or one of {[d for d in has if has[d]]}")
-    if name == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a torch Generator seeded with ``seed`` for loaders."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageOps
 
-from resnet9 import PipelineError, batch_augment, engine, params, paths, precision, recipe
+from resnet9 import PipelineError, batch_augment, params, paths, precision, recipe, runtime
 from resnet9.model import INPUT_SIZE
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.images:
         ap.error("give at least one IMAGE, or --info")
     try:
-        device = engine.select_device(args.device)
+        device = runtime.select_device(args.device)
     except PipelineError:
         ap.error(f"--device {args.device}: not available on this machine")
     amp = precision.resolve(args.precision, device)

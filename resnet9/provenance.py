@@ -75,8 +75,8 @@ def collect(*, params: dict, dataset_sha256: Any, train_seconds: float,
     Returns:
         ``git_commit``, ``git_dirty``, ``git_dirty_files`` (see :func:`git_state`),
         ``torch_version``, ``cuda_version`` (torch's CUDA build, None for a CPU build),
-        ``cudnn_version`` (int or None), ``python_version``, ``platform``, ``device`` (``cpu`` /
-        ``cuda`` / ``mps``), ``device_name``, ``torch_threads`` (intra-op CPU threads),
+        ``cudnn_version`` (int or None), ``python_version``, ``platform``, ``device`` (``cpu``, ``mps``,
+        ``cuda``, or ``cuda:<i>`` when the run claimed GPU i of several: resnet9/runtime.py), ``device_name``, ``torch_threads`` (intra-op CPU threads),
         ``dataset_sha256``, ``params``,
         ``train_seconds`` (float, s) and ``date`` (UTC, ISO 8601, seconds).
     """
@@ -88,7 +88,7 @@ def collect(*, params: dict, dataset_sha256: Any, train_seconds: float,
         "cudnn_version": cudnn,
         "python_version": platform.python_version(),
         "platform": f"{sys.platform} {platform.machine()}",
-        "device": device.type,
+        "device": str(device),  # cuda:<i> when this run claimed GPU i of several
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
         "dataset_sha256": dataset_sha256,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from resnet9 import (artifacts, augment, data, engine, figures, gradcam, loaders, model, params,
-                     precision, recipe, runner)
+from resnet9 import (artifacts, augment, data, figures, gradcam, loaders, model, params,
+                     precision, recipe, runner, runtime)
 from resnet9.paths import (CONFUSION_CSV, FIGURES, LR_SCHEDULE, MODEL_FILE, MODEL_SUMMARY,
                            PER_CLASS_CSV, TRAIN_HISTORY)
 
@@ -14,7 +14,7 @@ PER_CLASS = 5  # sample images per class in the augmentation grids
 
 def main() -> None:
     p, recipe_p = params.load("analyze", "recipe")
-    device = engine.select_device(recipe_p.device)
+    device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     net, saved = recipe.load_trained(MODEL_FILE, device)
     train, test = data.load_dataset()

@@ -4,13 +4,13 @@ more columns would crowd `dvc exp show`)."""
 
 import pandas as pd
 
-from resnet9 import artifacts, data, engine, loaders, params, precision, recipe, runner
+from resnet9 import artifacts, data, engine, loaders, params, precision, recipe, runner, runtime
 from resnet9.paths import CONFUSION_CSV, EVALUATE_METRICS, MODEL_FILE, PER_CLASS_CSV
 
 
 def main() -> None:
     eval_p, recipe_p = params.load("evaluate", "recipe")
-    device = engine.select_device(recipe_p.device)
+    device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     net, saved = recipe.load_trained(MODEL_FILE, device)
     _, test = data.load_dataset()

@@ -6,14 +6,14 @@ Its pick is a suggestion (``suggested_max_lr``): train uses it only when ``train
 
 import pandas as pd
 
-from resnet9 import (artifacts, data, engine, figures, loaders, lr_range, params, precision,
-                     recipe, runner)
+from resnet9 import (artifacts, data, figures, loaders, lr_range, params, precision, recipe,
+                     runner, runtime)
 from resnet9.paths import LR_FIND_CSV, LR_FIND_METRICS, LR_FIND_PNG
 
 
 def main() -> None:
     model_p, find_p, recipe_p = params.load("model", "lr_find", "recipe")
-    device = engine.select_device(recipe_p.device)
+    device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
@@ -21,7 +21,7 @@ def main() -> None:
           + (f", the mean of {find_p.repeats} tests" if find_p.repeats > 1 else ""))
     curves = []
     for seed in lr_range.repeat_seeds(recipe_p.seed, find_p.repeats):
-        generator = engine.seed_everything(seed)
+        generator = runtime.seed_everything(seed)
         loader = loaders.train_loader(train, recipe_p, device, generator)
         net = recipe.build_model(model_p, device)
         opt = recipe.optimizer(net, find_p.start_lr, recipe_p)

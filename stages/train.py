@@ -14,14 +14,14 @@ import pandas as pd
 import torch
 
 from resnet9 import (artifacts, checkpoint, data, distributed, engine, live, loaders, params,
-                     precision, provenance, recipe, runner, schedule)
+                     precision, provenance, recipe, runner, runtime, schedule)
 from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, TRAIN_HISTORY,
                            TRAIN_METRICS)
 
 
 def main() -> None:
     model_p, recipe_p, train_p = params.load("model", "recipe", "train")
-    device = engine.select_device(recipe_p.device)
+    device = runtime.select_device(recipe_p.device)
     max_lr = recipe.resolve_max_lr(train_p)
     if train_p.nproc_per_node > 1 and not distributed.launched():
         print(f"train: relaunching under torchrun with {train_p.nproc_per_node} processes")
@@ -41,7 +41,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
     train, test = data.load_dataset()
     if world > 1:  # equal shards, so every rank takes the same number of steps
         train = distributed.shard(train, rank, world, seed=recipe_p.seed)
-    generator = engine.seed_everything(recipe_p.seed + rank)  # DDP syncs weights from rank 0
+    generator = runtime.seed_everything(recipe_p.seed + rank)  # DDP syncs weights from rank 0
     train_loader = loaders.train_loader(train, recipe_p, device, generator, world)
 
     net = recipe.build_model(model_p, device)

@@ -74,11 +74,11 @@ def tiny_model(tmp_path_factory) -> Path:
     across images."""
     import torch
 
-    from resnet9 import engine, provenance, recipe
+    from resnet9 import provenance, recipe, runtime
     from resnet9.params import ModelParams
 
     cpu = torch.device("cpu")
-    engine.seed_everything(0)
+    runtime.seed_everything(0)
     model_p = ModelParams(width_multiplier=0.125)
     net = recipe.build_model(model_p, cpu)
     x, y = colour_arrays(320)

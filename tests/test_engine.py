@@ -5,9 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from resnet9 import engine
+from resnet9 import engine, runtime
 from resnet9.model import ResNet9, ResNet9Config
-from resnet9.params import ParamsError
 from resnet9.precision import Precision
 from resnet9.schedule import one_cycle
 
@@ -121,17 +120,9 @@ def test_losses_read_back_in_groups_reach_on_step_in_order():
     assert len(each) == len(_loader()) and grouped == each and out_grouped == out_each
 
 
-def test_unavailable_device_is_a_params_error():
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
-    with pytest.raises(ParamsError, match=r"recipe.device: 'cuda' is not available"):
-        engine.select_device("cuda")
-    assert engine.select_device("auto") == CPU
-
-
 def test_seeded_training_is_deterministic_on_cpu():
     def run():
-        engine.seed_everything(3)
+        runtime.seed_everything(3)
         net = ResNet9(ResNet9Config(width_multiplier=0.125))
         engine.fit(_loop(net, _loader(), 2, lr=1e-3))
         return net.state_dict()
