@@ -270,6 +270,11 @@ def test_plots_show_writes_the_html_with_every_plot(repo):
     for name in ("gradcam", "misclassified", "augmented", "lr_find", "training_curves",
                  "confusion", "per_class"):
         assert f"{name}.png" in html, name
+    # .dvc/plots/page.html: without vega (offline) a note names the charts and their PNG twins
+    note = html.split('<div id="offline-note">')[1].split("</div>")[0]
+    for twin in ("training_curves", "lr_schedule", "lr_find", "confusion", "per_class"):
+        assert f"<code>{twin}.png</code>" in note and (repo / "plots" / f"{twin}.png").is_file()
+    assert 'if (typeof vegaEmbed === "undefined")' in html
 
 
 def test_deleted_outputs_come_back_from_the_cache_without_retraining(repo):
