@@ -59,7 +59,7 @@ pipeline() {  # tag key=value ...
   local dir=$R/$tag; mkdir -p "$dir"
   set_params data.source=$NPZ "$@" $BASE || { echo "| $tag | params failed |" >> "$OUT/summary.md"; return 1; }
   cp params.yaml "$dir/"
-  rm -rf .cache/checkpoints
+  rm -rf .cache/checkpoints metrics plots/*.csv  # what this run brings back is its own
   local line="| $tag |" ok=1 stages="" data_now
   # download only when data.* changed since the last run; lr_find only when train.max_lr is auto
   data_now=$(python3 -c "import yaml; print(yaml.safe_load(open('params.yaml'))['data'])")
