@@ -29,7 +29,7 @@ import torch
 import torchinfo
 from torch import nn
 
-from resnet9 import (augment, batch_augment, data, engine, loaders, params, precision,
+from resnet9 import (augment, data, engine, loaders, params, precision, preprocess,
                      recipe, schedule)
 from resnet9.model import INPUT_SIZE, ResNet9, ResNet9Config
 from resnet9.params import ModelParams
@@ -84,7 +84,7 @@ def ours(split: data.Split, args, device: torch.device, batches) -> float:
 
 
 def compute_only(split, args, device) -> float:
-    x = batch_augment.normalize(torch.as_tensor(split.x[:args.batch_size]).to(device))
+    x = preprocess.normalize(torch.as_tensor(split.x[:args.batch_size]).to(device))
     y = torch.as_tensor(split.y[:args.batch_size]).to(device)
     return ours(split, args, device, itertools.repeat((x, y)))
 

@@ -4,8 +4,10 @@ Modules, each small and with one job:
 
 - :mod:`resnet9.params`    typed ``params.yaml`` sections and their validation
 - :mod:`resnet9.paths`     every output path, declared once
+- :mod:`resnet9.cifar10`   CIFAR-10's classes, image size and statistics
+- :mod:`resnet9.preprocess` images to the network's input: the shared normalization
 - :mod:`resnet9.data`      dataset sources, integrity checks, the canonical dataset
-- :mod:`resnet9.augment`   CIFAR-10 statistics and the albumentations pipelines
+- :mod:`resnet9.augment`   the albumentations pipelines
 - :mod:`resnet9.batch_augment` the same augmentation as batched tensor ops
 - :mod:`resnet9.loaders`   train and test loaders of both backends, with their RNG state
 - :mod:`resnet9.model`     the ResNet-9 network and its torchinfo summary

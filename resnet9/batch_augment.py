@@ -9,8 +9,8 @@ distribution as ``augment.train_transform`` (albumentations 2.0.8, Buslaev et al
 - HorizontalFlip with p = 0.5;
 - CutOut (DeVries & Taylor 2017) as CoarseDropout with one 8x8 hole, its corner uniform over
   0..24 on each axis (``integers(0, height - hole + 1)``: the hole lies inside the image),
-  filled with the mean pixel ``round(255 * CIFAR10_MEAN)`` before normalization;
-- Normalize with CIFAR10_MEAN / CIFAR10_STD.
+  filled with the mean pixel ``round(255 * cifar10.MEAN)`` before normalization;
+- Normalize with ``cifar10.MEAN`` / ``cifar10.STD``.
 
 Padding and cropping are one gather: output pixel (y, x) of image n reads padded pixel
 (crop_y + y, crop_x + x'), x' = 31 - x when flipped, which maps back to a source pixel.
@@ -19,14 +19,16 @@ Padding and cropping are one gather: output pixel (y, x) of image n reads padded
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
-from resnet9.augment import CIFAR10_MEAN, CIFAR10_STD, CUTOUT, PAD
+from resnet9.cifar10 import IMAGE_SIZE as SIZE
+from resnet9.cifar10 import MEAN_PIXEL
+from resnet9.preprocess import nhwc, to_float
 
-SIZE = 32
-MEAN_PIXEL = tuple(round(255 * m) for m in CIFAR10_MEAN)  # the CutOut fill, uint8 scale
+# The augmentation's geometry, shared with resnet9/augment.py (the albumentations pipeline).
+PAD = 4  # pixels of padding on each side before the random 32x32 crop
+CUTOUT = 8  # side of the CutOut hole, in pixels
 
 
 @dataclass(frozen=True)
@@ -58,39 +60,6 @@ def draw(n: int, generator: torch.Generator, device: torch.device | str) -> Augm
     return AugmentDraws(crop_y, crop_x, hole_y, hole_x, flip)
 
 
-def _nhwc(images: torch.Tensor) -> torch.Tensor:
-    """(N, 32, 32, 3) or (N, 3, 32, 32) uint8 -> an (N, 32, 32, 3) view."""
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"expected a 4-D uint8 batch, got {images.dtype} {tuple(images.shape)}")
-    if images.shape[1:] == (SIZE, SIZE, 3):
-        return images
-    if images.shape[1:] == (3, SIZE, SIZE):
-        return images.permute(0, 2, 3, 1)
-    raise ValueError(f"expected (N, 32, 32, 3) or (N, 3, 32, 32), got {tuple(images.shape)}")
-
-
-def _to_float(nhwc: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
-              std: Sequence[float] = CIFAR10_STD) -> torch.Tensor:
-    """(N, 32, 32, 3) uint8 -> normalized (N, 3, 32, 32) float32 in channels_last layout."""
-    mean = torch.tensor(mean, device=nhwc.device) * 255
-    scale = 1 / (torch.tensor(std, device=nhwc.device) * 255)
-    out = (nhwc.float() - mean) * scale  # still NHWC in memory
-    return out.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
-def normalize(images: torch.Tensor, mean: Sequence[float] = CIFAR10_MEAN,
-              std: Sequence[float] = CIFAR10_STD) -> torch.Tensor:
-    """The test-time transform, Normalize only: uint8 RGB (N, 32, 32, 3) or (N, 3, 32, 32) ->
-    float32 (N, 3, 32, 32), channels_last, on the images' device: ``(pixel / 255 - mean) /
-    std`` per channel, with ``mean`` and ``std`` on the [0, 1] scale (CIFAR-10's, or a model
-    file's ``normalization``).
-
-    Raises:
-        ValueError: not a 4-D uint8 batch of 32x32 RGB images.
-    """
-    return _to_float(_nhwc(images), mean, std)
-
-
 def apply(images: torch.Tensor, draws: AugmentDraws, pad_mode: str = "reflect") -> torch.Tensor:
     """Pad + crop, flip, CutOut and Normalize a batch, deterministically given ``draws``.
 
@@ -99,11 +68,11 @@ def apply(images: torch.Tensor, draws: AugmentDraws, pad_mode: str = "reflect") 
         draws: from :func:`draw`, on the images' device.
         pad_mode: ``reflect`` (cv2.BORDER_REFLECT_101) or ``zero``.
 
-    Returns float32 (N, 3, 32, 32), channels_last, normalized with CIFAR10_MEAN / CIFAR10_STD.
+    Returns float32 (N, 3, 32, 32), channels_last, normalized with ``cifar10.MEAN`` / ``cifar10.STD``.
     """
     if pad_mode not in ("reflect", "zero"):
         raise ValueError(f"pad_mode: {pad_mode!r}; expected 'reflect' or 'zero'")
-    x = _nhwc(images)
+    x = nhwc(images)
     n, dev = x.shape[0], x.device
     offs = torch.arange(SIZE, device=dev)
     cols = torch.where(draws.flip[:, None], SIZE - 1 - offs, offs)
@@ -122,4 +91,4 @@ def apply(images: torch.Tensor, draws: AugmentDraws, pad_mode: str = "reflect") 
     hx = (offs - draws.hole_x[:, None] >= 0) & (offs - draws.hole_x[:, None] < CUTOUT)
     hole = (hy[:, :, None] & hx[:, None, :])[..., None]  # (N, 32, 32, 1)
     out = torch.where(hole, torch.tensor(MEAN_PIXEL, dtype=torch.uint8, device=dev), out)
-    return _to_float(out)
+    return to_float(out)

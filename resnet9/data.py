@@ -23,11 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from resnet9 import PipelineError
+from resnet9.cifar10 import CLASSES, IMAGE_SIZE, NUM_CLASSES
 from resnet9.paths import ARRAYS_FILE, DATASET_DIR
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
-           "dog", "frog", "horse", "ship", "truck")
-NUM_CLASSES = len(CLASSES)
 FULL_COUNTS = {"train": 50_000, "test": 10_000}
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -144,7 +142,7 @@ def check_cifar10(arrays: dict[str, np.ndarray], origin: str, full: bool = True)
     """
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise DataError(f"{origin}: x_{split} has shape {x.shape}; expected (N, 32, 32, 3)")
         if x.dtype != np.uint8:
             raise DataError(f"{origin}: x_{split} has dtype {x.dtype}; expected uint8")

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from resnet9 import PipelineError, artifacts, batch_augment, paths, provenance
+from resnet9 import PipelineError, artifacts, paths, preprocess, provenance
 
 OPSET = 18  # torch 2.14's native onnxscript opset: exported without a version conversion
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -175,7 +175,7 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
     """
     net = net.cpu().eval()
     norm = saved["normalization"]
-    x = batch_augment.normalize(torch.from_numpy(images), norm["mean"], norm["std"])
+    x = preprocess.normalize(torch.from_numpy(images), norm["mean"], norm["std"])
     x = x.contiguous()
     with torch.inference_mode():
         reference = batched(lambda b: net(b.contiguous(memory_format=torch.channels_last)), x)

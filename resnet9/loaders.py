@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from resnet9 import augment, batch_augment
+from resnet9 import batch_augment, preprocess
 from resnet9.data import Split
 from resnet9.params import ParamsError, RecipeParams
 
@@ -128,7 +128,7 @@ class DeviceLoader:
             x = self.x[idx]
             x = (batch_augment.apply(x, batch_augment.draw(len(idx), gen, self.device),
                                      self.pad_mode)
-                 if self.augment else batch_augment.normalize(x))
+                 if self.augment else preprocess.normalize(x))
             yield x, self.y[idx]
 
     def rng_state(self) -> dict[str, Any]:
@@ -170,6 +170,8 @@ def train_loader(split: Split, recipe: RecipeParams, device: torch.device,
     if augment_backend(recipe, device) == "torch":
         return DeviceLoader(split, batch_size, device, shuffle=True, augment=True,
                             generator=generator, pad_mode=recipe.pad_mode)
+    from resnet9 import augment  # albumentations and OpenCV: imported for this backend only
+
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     return ImageLoader(split, augment.train_transform(recipe.pad_mode, seed), batch_size,
                        shuffle=True, generator=generator,
@@ -182,5 +184,7 @@ def test_loader(split: Split, device: torch.device, batch_size: int = TEST_BATCH
     """Normalized test batches, in dataset order (kept on the device on CUDA)."""
     if device.type == "cuda":
         return DeviceLoader(split, batch_size, device, shuffle=False, augment=False)
+    from resnet9 import augment  # albumentations and OpenCV: imported for this backend only
+
     return ImageLoader(split, augment.test_transform(), batch_size, shuffle=False,
                        num_workers=resolve_num_workers(num_workers, device))

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from resnet9.cifar10 import IMAGE_SIZE, NUM_CLASSES
 
-INPUT_SIZE = (32, 32)  # (H, W) of the network's input, in pixels: CIFAR-10's images
+
+INPUT_SIZE = (IMAGE_SIZE, IMAGE_SIZE)  # (H, W) of the network's input, in pixels
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class ResNet9Config:
     """``width_multiplier`` scales every channel count (1.0 = 64-128-256-512)."""
 
     width_multiplier: float = 1.0
-    num_classes: int = 10
+    num_classes: int = NUM_CLASSES
     in_channels: int = 3
 
     def channels(self, base: int) -> int:

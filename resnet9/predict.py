@@ -20,7 +20,7 @@ How an image becomes the network's input (:func:`prepare`), with Pillow:
    filter (``ImageOps.fit``): the aspect ratio is kept and the borders of non-square images are
    cut off. A 32x32 RGB image passes unchanged;
 4. scaled to [0, 1] and normalized per channel with the model file's mean and std
-   (:func:`resnet9.batch_augment.normalize`).
+   (:func:`resnet9.preprocess.normalize`).
 
 Exit status: 0 every image predicted; 1 at least one image could not be read (each gets one
 line on stderr naming the file and the reason; the others are still predicted); 2 bad arguments;
@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageOps
 
-from resnet9 import PipelineError, batch_augment, params, paths, precision, recipe, runtime
+from resnet9 import PipelineError, params, paths, precision, preprocess, recipe, runtime
 from resnet9.model import INPUT_SIZE
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
@@ -87,10 +87,10 @@ def prepare(path: Path | str, size: Sequence[int] = INPUT_SIZE) -> Image.Image:
 def to_tensor(images: Sequence[Image.Image], mean: Sequence[float],
               std: Sequence[float]) -> torch.Tensor:
     """RGB PIL images of equal size -> (N, 3, H, W) float32, normalized
-    (:func:`resnet9.batch_augment.normalize`)."""
+    (:func:`resnet9.preprocess.normalize`)."""
     from torchvision.transforms.v2 import functional as F
 
-    return batch_augment.normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
+    return preprocess.normalize(torch.stack([F.pil_to_tensor(im) for im in images]), mean, std)
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resnet9 import PipelineError, artifacts, augment, data, params
+from resnet9 import PipelineError, artifacts, cifar10, params
 from resnet9.model import INPUT_SIZE, ResNet9, ResNet9Config
 from resnet9.params import ModelParams, ParamsError, RecipeParams, TrainParams
 from resnet9.paths import LR_FIND_METRICS
@@ -109,7 +109,7 @@ LEARNED_OVER_CHANCE = 1.5
 
 def learned_threshold() -> float:
     """The test top-1 (a fraction) a run must beat to count as having learned."""
-    return LEARNED_OVER_CHANCE / data.NUM_CLASSES
+    return LEARNED_OVER_CHANCE / cifar10.NUM_CLASSES
 
 
 def learned(test_acc: float) -> bool:
@@ -140,8 +140,8 @@ def save_trained(path: Path | str, net: nn.Module, model_params: ModelParams, **
     return artifacts.save_torch(path, {
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "model_params": model_params.model_dump(),
-        "classes": list(data.CLASSES),
-        "normalization": {"mean": list(augment.CIFAR10_MEAN), "std": list(augment.CIFAR10_STD)},
+        "classes": list(cifar10.CLASSES),
+        "normalization": {"mean": list(cifar10.MEAN), "std": list(cifar10.STD)},
         "input_size": list(INPUT_SIZE),
         **extra,
     })

@@ -13,6 +13,8 @@ PER_CLASS = 5  # sample images per class in the augmentation grids
 
 
 def main() -> None:
+    clock = runner.StageClock()
+    clock.lap("imports")
     p, recipe_p = params.load("analyze", "recipe")
     device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
@@ -20,6 +22,7 @@ def main() -> None:
     train, test = data.load_dataset()
     classes = saved["classes"]
     written = []
+    clock.lap("data")
 
     def save(name, fig):
         written.append(artifacts.save_figure(FIGURES[name], fig))
@@ -67,7 +70,9 @@ def main() -> None:
         save("gradcam", figures.image_grid(test.x[:0], [], 5,
                                                "Grad-CAM: no misclassified test images"))
     written.append(artifacts.write_text(MODEL_SUMMARY, model.summary(net, device)))
+    clock.lap("figures")
     print("analyze: wrote " + ", ".join(str(w) for w in written))
+    print(clock.line("analyze"))
 
 
 if __name__ == "__main__":

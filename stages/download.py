@@ -7,9 +7,12 @@ from resnet9.paths import ARRAYS_FILE, DATASET_DIR, META_FILE
 
 
 def main() -> None:
+    clock = runner.StageClock()
+    clock.lap("imports")
     p = params.load("data")
     print(f"download: reading {p.source}")
     arrays = data.load_source(p.source)
+    clock.lap("reading")
     data.check_cifar10(arrays, p.source, full=True)
     print("download: checks passed (50,000 / 10,000 images, 32x32x3 uint8, 5,000 / 1,000 per class)")
     for split, n in (("train", p.train_subset), ("test", p.test_subset)):
@@ -39,6 +42,8 @@ def main() -> None:
     artifacts.write_with(DATASET_DIR, write)
     print(f"download: wrote {DATASET_DIR}/ ({meta['counts']['train']:,} train, "
           f"{meta['counts']['test']:,} test images)")
+    clock.lap("checks and writing")
+    print(clock.line("download"))
 
 
 if __name__ == "__main__":

@@ -9,16 +9,20 @@ from resnet9.paths import CONFUSION_CSV, EVALUATE_METRICS, MODEL_FILE, PER_CLASS
 
 
 def main() -> None:
+    clock = runner.StageClock()
+    clock.lap("imports")
     eval_p, recipe_p = params.load("evaluate", "recipe")
     device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     net, saved = recipe.load_trained(MODEL_FILE, device)
     _, test = data.load_dataset()
     loader = loaders.test_loader(test, device)
+    clock.lap("data")
     # One pass gives both the plain and the mirrored logits, for flip TTA.
     logits, mirrored, labels = engine.predict_views(net, loader, device, mirror=eval_p.tta,
                                                     desc="evaluate", precision=amp)
     loss, accuracy = engine.score(logits, labels)
+    clock.lap("evaluation")
     predicted = logits.argmax(1).numpy()
     classes = saved["classes"]
     frame = pd.DataFrame({"actual": [classes[i] for i in labels.numpy()],
@@ -35,6 +39,8 @@ def main() -> None:
     tta = f", flip-TTA top-1 {metrics['tta_accuracy']:.4f}" if eval_p.tta else ""
     print(f"evaluate: top-1 accuracy {accuracy:.4f}{tta}, loss {loss:.4f} on {len(labels):,} "
           f"test images; wrote {EVALUATE_METRICS}, {CONFUSION_CSV}, {PER_CLASS_CSV}")
+    clock.lap("outputs")
+    print(clock.line("evaluate"))
 
 
 if __name__ == "__main__":

@@ -8,10 +8,14 @@ from resnet9.paths import EXPORT_METRICS, MODEL_FILE, ONNX_FILE, TORCHSCRIPT_FIL
 
 
 def main() -> None:
+    clock = runner.StageClock()
+    clock.lap("imports")
     params.validate()  # export reads no params, but a bad value anywhere stops the run here
     net, saved = recipe.load_trained(MODEL_FILE, torch.device("cpu"))
     _, test = data.load_dataset()
+    clock.lap("data")
     metrics = export.export_and_check(net, saved, test.x[: export.CHECK_IMAGES])
+    clock.lap("export and checks")
     metrics["model_pt_bytes"] = MODEL_FILE.stat().st_size
     artifacts.write_json(EXPORT_METRICS, metrics)
     o, t, s = metrics["onnx"], metrics["torchscript"], metrics["speed"]
@@ -21,6 +25,8 @@ def main() -> None:
           f"batch {s['batch_size']}: onnxruntime {s['onnxruntime_cpu_images_per_s']:,.0f} "
           f"images/s, torch eager {s['torch_eager_cpu_images_per_s']:,.0f} images/s; wrote "
           f"{ONNX_FILE}, {TORCHSCRIPT_FILE}, {EXPORT_METRICS}")
+    clock.lap("outputs")
+    print(clock.line("export"))
 
 
 if __name__ == "__main__":

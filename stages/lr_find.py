@@ -12,10 +12,13 @@ from resnet9.paths import LR_FIND_CSV, LR_FIND_METRICS, LR_FIND_PNG
 
 
 def main() -> None:
+    clock = runner.StageClock()
+    clock.lap("imports")
     model_p, find_p, recipe_p = params.load("model", "lr_find", "recipe")
     device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
+    clock.lap("data")
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
           f"({find_p.step_mode}), batch {recipe_p.batch_size}, on {device}, {amp.name}"
           + (f", the mean of {find_p.repeats} tests" if find_p.repeats > 1 else ""))
@@ -29,6 +32,7 @@ def main() -> None:
                                           find_p.start_lr, find_p.end_lr, find_p.num_iter,
                                           find_p.step_mode, amp))
     lrs, losses = lr_range.average_curves(curves)
+    clock.lap("range test")
     pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
 
     # The pick repeated on every row, so that the results page can mark it on the curve.
@@ -44,6 +48,8 @@ def main() -> None:
     })
     print(f"lr_find: suggested max_lr = {pick.max_lr:.4g} ({pick.rule}); wrote "
           f"{LR_FIND_METRICS}, {LR_FIND_CSV}, {LR_FIND_PNG}")
+    clock.lap("outputs")
+    print(clock.line("lr_find"))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, 
 
 
 def main() -> None:
+    clock = runner.StageClock()
+    clock.lap("imports")
     model_p, recipe_p, train_p = params.load("model", "recipe", "train")
     device = runtime.select_device(recipe_p.device)
     max_lr = recipe.resolve_max_lr(train_p)
@@ -29,12 +31,12 @@ def main() -> None:
     rank, world, device = (distributed.init(device) if distributed.launched()
                            else (0, 1, device))
     try:
-        run(model_p, recipe_p, train_p, device, max_lr, rank, world)
+        run(model_p, recipe_p, train_p, device, max_lr, rank, world, clock)
     finally:
         distributed.finish()
 
 
-def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
+def run(model_p, recipe_p, train_p, device, max_lr, rank, world, clock) -> None:
     main_rank = rank == 0
     every_s, keep = checkpoint.every_s(), checkpoint.keep()  # checked before any work
     run_params = params.read()  # for the provenance: params.yaml as this run read it
@@ -43,6 +45,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
         train = distributed.shard(train, rank, world, seed=recipe_p.seed)
     generator = runtime.seed_everything(recipe_p.seed + rank)  # DDP syncs weights from rank 0
     train_loader = loaders.train_loader(train, recipe_p, device, generator, world)
+    clock.lap("data")
 
     net = recipe.build_model(model_p, device)
     min_lr = max_lr / train_p.div_factor  # LRMIN: the One Cycle policy's start and end
@@ -82,6 +85,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
         f"{recipe_p.batch_size}, max_lr {max_lr:.4g}, min_lr {min_lr:.4g}, "
         f"width {model_p.width_multiplier}, on {device} x {world}, {loop.precision.name}")
+    clock.lap("setup")
     t0 = time.perf_counter()
     try:
         result = engine.fit(loop, start_epoch=start, result=result, on_epoch_end=on_epoch_end,
@@ -92,6 +96,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
         raise engine.TrainingDiverged(
             f"{err}; max_lr {max_lr:.4g} is {recipe.max_lr_source(train_p)}: lower it "
             "(train.max_lr: a number)") from None
+    clock.lap("epochs")
     if not main_rank:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
@@ -114,11 +119,13 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
         "images_per_s": len(train) * world * train_p.epochs / seconds,  # training images
         "learned": recipe.learned(last.test_acc),  # false: no better than 1.5x chance
     }
-    artifacts.write_json(TRAIN_METRICS, metrics)
     artifacts.write_json(PROVENANCE_FILE, prov)  # the same as model.pt's (predict --info)
     progress.close()  # plots/train_history.csv: written after every epoch
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
+    clock.lap("outputs")
+    metrics["stage_seconds"] = clock.seconds()  # this process, start to here (runner.py)
+    artifacts.write_json(TRAIN_METRICS, metrics)
     if not metrics["learned"]:
         print(f"train: warning: test accuracy {last.test_acc:.4f} is no better than "
               f"{recipe.LEARNED_OVER_CHANCE:g}x chance ({recipe.learned_threshold():.2f}): the run "
@@ -127,6 +134,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world) -> None:
     log(f"train: test accuracy {last.test_acc:.4f} after {train_p.epochs} epochs in "
         f"{seconds:.1f} s ({metrics['images_per_s']:.0f} images/s); wrote {MODEL_FILE}, "
         f"{TRAIN_METRICS}, {PROVENANCE_FILE}, {TRAIN_HISTORY}, {LR_SCHEDULE}")
+    log(clock.line("train"))
 
 
 if __name__ == "__main__":

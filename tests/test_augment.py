@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from resnet9 import augment
+from resnet9 import augment, cifar10
 
 
 def _hole_mask(out: torch.Tensor) -> np.ndarray:
     """Pixels equal to the normalized mean-pixel fill in every channel: the CutOut hole."""
-    mean, std = np.array(augment.CIFAR10_MEAN), np.array(augment.CIFAR10_STD)
+    mean, std = np.array(cifar10.MEAN), np.array(cifar10.STD)
     fill = torch.tensor((np.round(255 * mean) / 255 - mean) / std, dtype=torch.float32)
     return ((out - fill[:, None, None]).abs() < 1e-5).all(0).numpy()
 
@@ -40,8 +40,8 @@ def test_crop_and_flip_move_the_image():
 def test_test_transform_is_normalize_only():
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     out = augment.test_transform()(image=img)["image"]
-    mean = torch.tensor(augment.CIFAR10_MEAN)[:, None, None]
-    std = torch.tensor(augment.CIFAR10_STD)[:, None, None]
+    mean = torch.tensor(cifar10.MEAN)[:, None, None]
+    std = torch.tensor(cifar10.STD)[:, None, None]
     expected = (torch.from_numpy(img).permute(2, 0, 1) / 255 - mean) / std
     assert torch.allclose(out, expected, atol=1e-5)
     assert np.allclose(augment.denormalize(out[None].numpy())[0], img / 255, atol=1e-5)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from resnet9 import augment
+from resnet9 import augment, cifar10, preprocess
 from resnet9 import batch_augment as B
 from resnet9.data import Split
 from resnet9.loaders import DeviceLoader
 
-MEAN, STD = np.array(augment.CIFAR10_MEAN), np.array(augment.CIFAR10_STD)
+MEAN, STD = np.array(cifar10.MEAN), np.array(cifar10.STD)
 SIGMAS = 6  # a seeded draw; even unseeded, a 6-sigma bin miss has odds of about 1e-9
 
 
@@ -26,7 +26,7 @@ def draws(**kw) -> B.AugmentDraws:
 
 def albu_normalize(hwc_uint8: np.ndarray) -> torch.Tensor:
     """albumentations' own Normalize, as (3, 32, 32)."""
-    out = A.Normalize(mean=augment.CIFAR10_MEAN, std=augment.CIFAR10_STD)(image=hwc_uint8)
+    out = A.Normalize(mean=cifar10.MEAN, std=cifar10.STD)(image=hwc_uint8)
     return torch.from_numpy(out["image"]).permute(2, 0, 1)
 
 
@@ -41,7 +41,7 @@ def decode(out: torch.Tensor) -> dict[str, np.ndarray]:
     """Recover crop_y, crop_x, flip, hole_y, hole_x of zero-padded augmentations of
     :func:`coded_image`, from (N, 3, 32, 32) normalized outputs."""
     u = np.rint((out.numpy() * STD[:, None, None] + MEAN[:, None, None]) * 255).astype(int)
-    hole = (u == np.array(B.MEAN_PIXEL)[:, None, None]).all(1)
+    hole = (u == np.array(cifar10.MEAN_PIXEL)[:, None, None]).all(1)
     assert (hole.sum((1, 2)) == 64).all()
     valid = ~hole & ~(u == 0).all(1)
     y, x = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
@@ -71,7 +71,7 @@ def test_one_image_by_hand():
     for y in range(32):
         for x in range(32):
             want[y, x] = img[refl(y - 4), refl(35 - x)]
-    want[3:11, 20:28] = B.MEAN_PIXEL
+    want[3:11, 20:28] = cifar10.MEAN_PIXEL
     assert torch.equal(out, albu_normalize(want))
     assert torch.equal(out[:, 0, 31], albu_normalize(img)[:, 4, 4])  # padded (0, 8) = src (4, 4)
 
@@ -87,7 +87,7 @@ def test_matches_albumentations_pad_then_slice(pad_mode, border):
         cy, cx, hy, hx = (int(getattr(p, k)[i]) for k in ("crop_y", "crop_x", "hole_y", "hole_x"))
         crop = pad(image=img)["image"][cy:cy + 32, cx:cx + 32]
         crop = np.ascontiguousarray(crop[:, ::-1] if p.flip[i] else crop)
-        crop[hy:hy + 8, hx:hx + 8] = B.MEAN_PIXEL
+        crop[hy:hy + 8, hx:hx + 8] = cifar10.MEAN_PIXEL
         assert torch.equal(out[i], albu_normalize(crop)), i
 
 
@@ -107,7 +107,7 @@ def test_output_shape_dtype_layout_and_input_layouts():
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(out, B.apply(imgs.permute(0, 3, 1, 2).contiguous(), p))
     assert torch.equal(out, B.apply(imgs, p))  # deterministic given the draws
-    test = B.normalize(imgs)
+    test = preprocess.normalize(imgs)
     assert test.shape == (5, 3, 32, 32) and test.is_contiguous(memory_format=torch.channels_last)
     want = torch.stack([augment.test_transform()(image=i)["image"] for i in imgs.numpy()])
     assert torch.allclose(test, want, atol=1e-6)
@@ -121,7 +121,7 @@ def test_hole_is_one_8x8_square_of_the_normalized_mean_pixel():
     imgs = torch.full((500, 32, 32, 3), 200, dtype=torch.uint8)
     p = B.draw(500, torch.Generator().manual_seed(3), "cpu")
     out = B.apply(imgs, p)
-    fill = torch.tensor((np.array(B.MEAN_PIXEL) / 255 - MEAN) / STD, dtype=torch.float32)
+    fill = torch.tensor((np.array(cifar10.MEAN_PIXEL) / 255 - MEAN) / STD, dtype=torch.float32)
     assert fill.abs().max() < 0.005  # the rounded mean pixel: ~0, not exactly 0, after Normalize
     hole = torch.zeros(500, 32, 32, dtype=torch.bool)
     for i in range(500):
@@ -129,7 +129,7 @@ def test_hole_is_one_8x8_square_of_the_normalized_mean_pixel():
     assert (hole.sum((1, 2)) == 64).all()
     assert torch.allclose(out.permute(0, 2, 3, 1)[hole], fill.expand(500 * 64, 3), atol=1e-6)
     rest = out.permute(0, 2, 3, 1)[~hole]
-    assert torch.equal(rest, B.normalize(imgs[:1]).permute(0, 2, 3, 1)[0, 0, 0].expand_as(rest))
+    assert torch.equal(rest, preprocess.normalize(imgs[:1]).permute(0, 2, 3, 1)[0, 0, 0].expand_as(rest))
 
 
 def _uniform_bins_ok(v: np.ndarray, high: int) -> None:
@@ -192,4 +192,4 @@ def test_device_loader_covers_every_sample_once_and_is_reproducible():
     assert not torch.equal(list(make(1))[0][1], e1[0][1])
     plain = list(make(0, shuffle=False, augment=False))
     assert torch.equal(torch.cat([y for _, y in plain]), torch.arange(1000))
-    assert torch.equal(torch.cat([x for x, _ in plain]), B.normalize(torch.from_numpy(split.x)))
+    assert torch.equal(torch.cat([x for x, _ in plain]), preprocess.normalize(torch.from_numpy(split.x)))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, colour_arrays
-from resnet9 import batch_augment, export, recipe
+from resnet9 import export, preprocess, recipe
 
 CPU = torch.device("cpu")
 
@@ -50,7 +50,7 @@ def test_exports_agree_with_torch_eager(exported):
 def _inputs(saved, n, seed=3):
     images, _ = colour_arrays(n, seed=seed)
     norm = saved["normalization"]
-    return batch_augment.normalize(torch.from_numpy(images), norm["mean"], norm["std"])
+    return preprocess.normalize(torch.from_numpy(images), norm["mean"], norm["std"])
 
 
 def test_onnx_has_a_dynamic_batch_dimension_and_the_metadata(exported, tiny_model):

@@ -317,3 +317,25 @@ def test_runs_as_a_module_with_nothing_but_the_model_file(tmp_path, tiny_model):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("gray.jpg: ")
     assert sorted(p.name for p in empty.iterdir()) == ["gray.jpg", "m.pt"]
+
+
+RUN_AND_LIST_MODULES = """
+import runpy, sys
+sys.argv = ["predict", *sys.argv[1:]]
+try:
+    runpy.run_module("resnet9.predict", run_name="__main__")
+except SystemExit:
+    pass
+import resnet9.export, stages.export  # the export stage's code, imported too
+print([m for m in ("albumentations", "cv2") if m in sys.modules])
+"""
+
+
+def test_predict_and_export_import_neither_albumentations_nor_opencv(tmp_path, tiny_model):
+    image = tmp_path / "x.png"
+    Image.fromarray(colour_arrays(1)[0][0]).save(image)
+    proc = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, str(image), "--model",
+                           str(tiny_model), "--gradcam", str(tmp_path / "cams")],
+                          capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0 and "x.png: " in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
