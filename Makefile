@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test quick install
+.PHONY: repro test test-fast quick install
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	python -m pytest -q tests
+
+# While editing: the tests that need neither real dvc nor training subprocesses (pytest -m).
+test-fast: $(STAMP)
+	python -m pytest -q -m "not slow" tests
 
 # The whole pipeline in about 2 minutes on an idle CPU (2 min 14 s measured; README, "A quick run on a CPU"):
 # width 0.25, 25,000 training / 5,000 test images, 4 epochs, a fixed max_lr; 75.6-76.9% top-1

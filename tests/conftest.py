@@ -1,13 +1,25 @@
-"""Shared fixtures: the repository root, the real CIFAR-10 copy in ../shared, small data."""
+"""Shared fixtures and helpers: the repository root, the real CIFAR-10 copy in ../shared, small
+data, running commands in a project copy, and the train stage on synthetic data (with the
+reference run, computed once for the whole suite)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
+
+from resnet9 import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_NPZ = ROOT.parent / "shared" / "data" / "cifar10.npz"
@@ -97,3 +109,145 @@ def tiny_model(tmp_path_factory) -> Path:
                               device=cpu, cwd=path.parent)
     recipe.save_trained(path, net.eval(), model_p, provenance=prov)
     return path
+
+# ---- shared by the stage, resume, live and e2e tests -------------------------------------
+
+PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/plots",
+           ".dvcignore", ".gitignore", "data/.gitkeep"]
+
+
+def sh(repo: Path, *args: str, check: bool = True, **env_extra: str
+       ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **env_extra}
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with ``prefix``, without its comment, split as a
+    shell splits it: what a user copies."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(prefix):
+            return shlex.split(line, comments=True)
+    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+
+
+def set_params(repo: Path, **changes: dict) -> None:
+    doc = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in changes.items():
+        doc[section].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def copy_project(repo: Path) -> Path:
+    """Copy the project's pipeline files (not data, metrics or plots) into ``repo``."""
+    for rel in PROJECT:
+        src, dst = ROOT / rel, repo / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst)
+    return repo
+
+
+def commit_all(repo: Path, message: str) -> None:
+    """``git add -A`` and commit (nothing to commit is fine)."""
+    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    sh(repo, *git, "add", "-A")
+    sh(repo, *git, "commit", "-qm", message, check=False)
+
+
+# ---- the train stage on synthetic data ---------------------------------------------------
+
+TRAIN_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+       "RESNET9_CHECKPOINT_EVERY_S": "0"}  # a checkpoint after every epoch but the last
+CKPT_DIR = ".cache/checkpoints"
+
+
+def train_workdir(tmp_path: Path, name: str, **settings) -> Path:
+    work = tmp_path / name
+    (work / paths.DATASET_DIR).mkdir(parents=True)
+    arrays = tiny_arrays(n_train=1024, n_test=100, seed=1)
+    np.savez(work / paths.ARRAYS_FILE, **arrays)
+    (work / paths.META_FILE).write_text(json.dumps({"sha256": {"train": "synthetic"}}))
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["model"]["width_multiplier"] = 0.125
+    settings = {"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
+                "device": "cpu", "num_workers": 0, "ema_decay": 0.0, **settings}
+    for key, value in settings.items():  # each key into its section, recipe or train
+        doc["recipe" if key in doc["recipe"] else "train"][key] = value
+    (work / "params.yaml").write_text(yaml.safe_dump(doc))
+    return work
+
+
+def start_train(work: Path, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=work, env=TRAIN_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def train_history(work: Path) -> pd.DataFrame:
+    return pd.read_csv(work / paths.TRAIN_HISTORY).drop(columns="seconds")
+
+
+def checkpoints(work: Path) -> list[Path]:
+    return sorted((work / CKPT_DIR).glob("*.pt"))
+
+
+def wait_for_checkpoint(work: Path, proc: subprocess.Popen) -> None:
+    """Until the run's first checkpoint exists (an event, however slow the machine), or fail
+    if the process ends first."""
+    while not checkpoints(work):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+
+
+def interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.CompletedProcess:
+    proc = start_train(work)
+    wait_for_checkpoint(work, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=300)  # generous: the stage stops at once, see runner.py
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> pd.DataFrame:
+    work = train_workdir(tmp_path_factory.mktemp("ref"), "uninterrupted")
+    out, err = start_train(work).communicate(timeout=600)
+    assert (work / paths.MODEL_FILE).is_file(), err
+    return train_history(work)
+
+
+def learnable_data(work: Path) -> None:
+    """Replace the noise images by ones whose colour gives the class away."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 1024), ("test", 200)):
+        y = np.arange(n) % 10
+        base = np.stack([(y * 25) % 256, (y * 70) % 256, (255 - y * 25) % 256], 1)
+        x = base[:, None, None, :] + rng.integers(-20, 21, (n, 32, 32, 3))
+        arrays[f"x_{split}"] = np.clip(x, 0, 255).astype(np.uint8)
+        arrays[f"y_{split}"] = y.astype(np.uint8)
+    np.savez(work / paths.ARRAYS_FILE, **arrays)
+
+
+def dvc_repo_for_train(base: Path, name: str, cifar_npz: Path) -> Path:
+    repo = copy_project(base / name)
+    set_params(repo,
+               data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 500},
+               model={"width_multiplier": 0.125},
+               lr_find={"num_iter": 10},
+               recipe={"batch_size": 100, "device": "cpu"},
+               train={"epochs": 3, "peak_epoch": 1})
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    commit_all(repo, "project")
+    return repo
+
+
+def dvc_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "RESNET9_CHECKPOINT_EVERY_S": "0"}

@@ -25,9 +25,9 @@ import torch
 
 from resnet9 import live, paths
 from resnet9.engine import EpochStats, FitResult
-from test_pipeline_e2e import commit_all, readme_command, sh
-from test_resume import (CKPT_DIR, ENV, _dvc_env, _dvc_repo, _interrupt_after_first_checkpoint,
-                         _metrics, _workdir, reference)  # noqa: F401 (reference: a fixture)
+from conftest import (CKPT_DIR, TRAIN_ENV, commit_all, dvc_env, dvc_repo_for_train,
+                      interrupt_after_first_checkpoint, readme_command, sh, train_history,
+                      train_workdir)
 
 SUMMARY = paths.LIVE_METRICS
 STUDIO_ENV = ("DVC_STUDIO_TOKEN", "STUDIO_TOKEN", "DVC_STUDIO_REPO_URL", "STUDIO_REPO_URL",
@@ -210,7 +210,7 @@ def test_studio_gets_each_epoch_only_with_a_token_and_the_files_do_not_change(
 # ---- the train stage, interrupted and resumed (no DVC) ---------------------------------------
 
 def _stage(work: Path, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=work, env={**ENV, **env},
+    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=work, env={**TRAIN_ENV, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -233,9 +233,10 @@ def _summary_step(path: Path) -> int | None:
         return None
 
 
+@pytest.mark.slow
 def test_the_train_stage_resumes_its_step_count(tmp_path, reference):
-    work = _workdir(tmp_path, "resumed")  # 4 epochs, a checkpoint after each but the last
-    _interrupt_after_first_checkpoint(work, signal.SIGTERM)
+    work = train_workdir(tmp_path, "resumed")  # 4 epochs, a checkpoint after each but the last
+    interrupt_after_first_checkpoint(work, signal.SIGTERM)
     done = torch.load(next((work / CKPT_DIR).glob("*.pt")), weights_only=False)["epochs_done"]
     assert 1 <= done < 4
 
@@ -246,7 +247,7 @@ def test_the_train_stage_resumes_its_step_count(tmp_path, reference):
         # Held after the first epoch it trains: the step goes on from the checkpoint's epochs.
         _wait(lambda: _summary_step(work / SUMMARY) == done + 1, proc)
         assert proc.poll() is None
-        held = _metrics(work)
+        held = train_history(work)
         pd.testing.assert_frame_equal(held, reference.iloc[:done + 1])
         summary = json.loads((work / SUMMARY).read_text())
         assert summary["test"]["acc"] == pytest.approx(held.test_acc.iloc[-1])
@@ -256,7 +257,7 @@ def test_the_train_stage_resumes_its_step_count(tmp_path, reference):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
     assert f"after epoch {done}" in out and f"epoch   {done}/4" not in out
-    pd.testing.assert_frame_equal(_metrics(work), reference)
+    pd.testing.assert_frame_equal(train_history(work), reference)
     assert json.loads((work / SUMMARY).read_text()) == {"step": 4}
 
 
@@ -316,13 +317,14 @@ def _exp_show_live(repo: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory, cifar_npz) -> Path:
     """A tiny 3-epoch project (test_resume's: 2,000 / 500 images, width 0.125) in git."""
-    return _dvc_repo(tmp_path_factory.mktemp("live"), "repo", cifar_npz)
+    return dvc_repo_for_train(tmp_path_factory.mktemp("live"), "repo", cifar_npz)
 
 
 def _env(hold: Path) -> dict[str, str]:
-    return {**_dvc_env(), "OMP_NUM_THREADS": "1", live.HOLD_ENV: str(hold)}
+    return {**dvc_env(), "OMP_NUM_THREADS": "1", live.HOLD_ENV: str(hold)}
 
 
+@pytest.mark.slow
 def test_a_workspace_run_shows_epoch_1_before_epoch_3_ends(dvc_repo, tmp_path):
     repo = dvc_repo
     head = sh(repo, "git", "rev-parse", "HEAD").stdout
@@ -365,6 +367,7 @@ def test_a_workspace_run_shows_epoch_1_before_epoch_3_ends(dvc_repo, tmp_path):
     assert sh(repo, "git", "diff", "--stat", "HEAD", "--", "dvc.yaml").stdout == ""
 
 
+@pytest.mark.slow
 def test_a_queued_run_shows_epoch_1_in_exp_show_queue_logs_and_plots_diff(dvc_repo, tmp_path):
     repo = dvc_repo
     commit_all(repo, "the workspace run")

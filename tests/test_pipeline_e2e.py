@@ -8,7 +8,6 @@ steps. Checks every declared output, what reruns and what does not, `dvc metrics
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -24,33 +23,13 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, commit_all, copy_project, readme_command, set_params, sh
 from resnet9 import paths
 
-PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/plots",
-           ".dvcignore", ".gitignore", "data/.gitkeep"]
 STAGES = ["download", "lr_find", "train", "evaluate", "analyze", "export"]
 MODEL_NAME = "resnet9-cifar10"  # dvc.yaml artifacts
 
-
-def sh(repo: Path, *args: str, check: bool = True, **env_extra: str
-       ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **env_extra}
-    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def readme_command(prefix: str) -> list[str]:
-    """The README's command line that starts with ``prefix``, without its comment, split as a
-    shell splits it: what a user copies."""
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if line.startswith(prefix):
-            return shlex.split(line, comments=True)
-    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+pytestmark = pytest.mark.slow  # real dvc / training subprocesses: not in `make test-fast`
 
 
 def table_header(table: str) -> list[str]:
@@ -60,32 +39,6 @@ def table_header(table: str) -> list[str]:
 
 def ran(proc: subprocess.CompletedProcess) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in proc.stdout}
-
-
-def set_params(repo: Path, **changes: dict) -> None:
-    doc = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in changes.items():
-        doc[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-
-
-def copy_project(repo: Path) -> Path:
-    """Copy the project's pipeline files (not data, metrics or plots) into ``repo``."""
-    for rel in PROJECT:
-        src, dst = ROOT / rel, repo / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    return repo
-
-
-def commit_all(repo: Path, message: str) -> None:
-    """``git add -A`` and commit (nothing to commit is fine)."""
-    git = ["git", "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
-    sh(repo, *git, "add", "-A")
-    sh(repo, *git, "commit", "-qm", message, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +81,12 @@ def test_every_declared_output_exists_and_parses(repo):
     assert trained["train_acc"] == pytest.approx(history.train_acc.iloc[-1])
     assert trained["train_seconds"] == pytest.approx(history.seconds.sum())
     assert trained["images_per_s"] == pytest.approx(2 * 2000 / history.seconds.sum())
+    assert isinstance(trained["learned"], bool)
+    phases = trained["stage_seconds"]  # where the stage's time went, from the process start
+    assert list(phases) == ["imports", "data", "setup", "epochs", "outputs", "total"]
+    assert phases["epochs"] >= trained["train_seconds"] - 0.01  # the epochs, and the loop
+    assert phases["total"] == pytest.approx(sum(v for k, v in phases.items() if k != "total"),
+                                            abs=0.05)
 
     ev = json.loads((repo / paths.EVALUATE_METRICS).read_text())
     assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0

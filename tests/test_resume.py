@@ -10,8 +10,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,117 +17,62 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_arrays
+from conftest import (CKPT_DIR, checkpoints, dvc_env, dvc_repo_for_train,
+                      interrupt_after_first_checkpoint, learnable_data, start_train,
+                      train_history, train_workdir, wait_for_checkpoint)
 from resnet9 import paths
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-       "RESNET9_CHECKPOINT_EVERY_S": "0"}  # a checkpoint after every epoch but the last
-CKPT_DIR = ".cache/checkpoints"
-
-
-def _workdir(tmp_path: Path, name: str, **settings) -> Path:
-    work = tmp_path / name
-    (work / paths.DATASET_DIR).mkdir(parents=True)
-    arrays = tiny_arrays(n_train=1024, n_test=100, seed=1)
-    np.savez(work / paths.ARRAYS_FILE, **arrays)
-    (work / paths.META_FILE).write_text(json.dumps({"sha256": {"train": "synthetic"}}))
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    doc["model"]["width_multiplier"] = 0.125
-    settings = {"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
-                "device": "cpu", "num_workers": 0, "ema_decay": 0.0, **settings}
-    for key, value in settings.items():  # each key into its section, recipe or train
-        doc["recipe" if key in doc["recipe"] else "train"][key] = value
-    (work / "params.yaml").write_text(yaml.safe_dump(doc))
-    return work
-
-
-def _train(work: Path, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=work, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _metrics(work: Path) -> pd.DataFrame:
-    return pd.read_csv(work / paths.TRAIN_HISTORY).drop(columns="seconds")
-
-
-def _checkpoints(work: Path) -> list[Path]:
-    return sorted((work / CKPT_DIR).glob("*.pt"))
-
-
-def _wait_for_checkpoint(work: Path, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 240
-    while not _checkpoints(work):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-
-
-def _interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = _train(work)
-    _wait_for_checkpoint(work, proc)
-    proc.send_signal(sig)
-    sent = time.monotonic()
-    out, err = proc.communicate(timeout=60)
-    assert time.monotonic() - sent < 10, "the stage took too long to stop"
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> pd.DataFrame:
-    work = _workdir(tmp_path_factory.mktemp("ref"), "uninterrupted")
-    out, err = _train(work).communicate(timeout=600)
-    assert (work / paths.MODEL_FILE).is_file(), err
-    return _metrics(work)
+pytestmark = pytest.mark.slow  # real dvc / training subprocesses: not in `make test-fast`
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupt_leaves_no_complete_output_then_resume_matches(tmp_path, reference, sig, code):
-    work = _workdir(tmp_path, "interrupted")
-    stopped = _interrupt_after_first_checkpoint(work, sig)
+    work = train_workdir(tmp_path, "interrupted")
+    stopped = interrupt_after_first_checkpoint(work, sig)
     assert stopped.returncode == code, stopped.stderr
     assert "interrupted by" in stopped.stderr
     assert not (work / paths.MODEL_FILE).exists()
     # Only the progress written after every epoch (resnet9/live.py): the epochs done so far.
     assert sorted(p.name for p in (work / "plots").iterdir()) == ["train_history.csv"]
-    assert _metrics(work).epoch.tolist() == list(range(1, len(_metrics(work)) + 1))
+    assert train_history(work).epoch.tolist() == list(range(1, len(train_history(work)) + 1))
     assert not list(work.rglob("*.tmp*"))  # no temporaries left behind
 
-    out, err = _train(work).communicate(timeout=600)
+    out, err = start_train(work).communicate(timeout=600)
     assert f"resuming from {CKPT_DIR}/" in out and " after epoch " in out, out + err
-    pd.testing.assert_frame_equal(_metrics(work), reference)
+    pd.testing.assert_frame_equal(train_history(work), reference)
     assert not (work / CKPT_DIR).exists()  # a completed run deletes its checkpoint
 
 
 def test_changed_param_does_not_resume_and_keeps_the_other_checkpoint(tmp_path, reference):
-    work = _workdir(tmp_path, "changed")
-    _interrupt_after_first_checkpoint(work, signal.SIGTERM)
-    first = _checkpoints(work)
+    work = train_workdir(tmp_path, "changed")
+    interrupt_after_first_checkpoint(work, signal.SIGTERM)
+    first = checkpoints(work)
     doc = yaml.safe_load((work / "params.yaml").read_text())
     doc["train"]["max_lr"] = 0.004
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
-    out, err = _train(work).communicate(timeout=600)
+    out, err = start_train(work).communicate(timeout=600)
     assert "for these params and data; training from scratch" in out, out + err
-    assert len(_metrics(work)) == 4
-    assert _checkpoints(work) == first  # the first params' run can still resume
+    assert len(train_history(work)) == 4
+    assert checkpoints(work) == first  # the first params' run can still resume
 
 
 def test_same_seed_twice_gives_identical_metrics(tmp_path, reference):
-    work = _workdir(tmp_path, "again")
-    _train(work).communicate(timeout=600)
-    pd.testing.assert_frame_equal(_metrics(work), reference)
+    work = train_workdir(tmp_path, "again")
+    start_train(work).communicate(timeout=600)
+    pd.testing.assert_frame_equal(train_history(work), reference)
 
 
 def test_torch_augment_backend_trains_on_cpu(tmp_path):
     """The CUDA data path (dataset on the device, batched augmentation) runs on CPU too."""
-    work = _workdir(tmp_path, "torch_backend", augment_backend="torch", epochs=2, compile=False)
-    out, err = _train(work).communicate(timeout=600)
-    history = _metrics(work)
+    work = train_workdir(tmp_path, "torch_backend", augment_backend="torch", epochs=2, compile=False)
+    out, err = start_train(work).communicate(timeout=600)
+    history = train_history(work)
     assert history.epoch.tolist() == [1, 2], out + err
     assert history.train_loss.iloc[1] < history.train_loss.iloc[0]
 
 
 def _fails_with(work: Path, message: str) -> None:
-    proc = _train(work)
+    proc = start_train(work)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, out + err
     lines = err.strip().splitlines()
@@ -138,12 +81,12 @@ def _fails_with(work: Path, message: str) -> None:
 
 
 def test_auto_max_lr_without_an_lr_finder_result(tmp_path):
-    work = _workdir(tmp_path, "auto", max_lr="auto")
+    work = train_workdir(tmp_path, "auto", max_lr="auto")
     _fails_with(work, "train.max_lr: 'auto' needs the LR range test's result")
 
 
 def test_batch_size_larger_than_the_training_set(tmp_path):
-    work = _workdir(tmp_path, "big_batch", batch_size=2048)
+    work = train_workdir(tmp_path, "big_batch", batch_size=2048)
     _fails_with(work, "recipe.batch_size: 2048 is larger than the 1024 training images")
 
 
@@ -163,10 +106,10 @@ def _real_subset(work: Path, npz: Path, n_train: int = 1024, n_test: int = 500) 
 
 def test_a_non_finite_loss_stops_the_stage_naming_max_lr_and_its_source(tmp_path):
     # fp16 overflows within a few steps at max_lr 100 (the largest train.max_lr allows)
-    work = _workdir(tmp_path, "diverges", max_lr=100, precision="fp16", batch_size=32,
+    work = train_workdir(tmp_path, "diverges", max_lr=100, precision="fp16", batch_size=32,
                     epochs=2, peak_epoch=1)
-    _learnable(work)
-    proc = _train(work)
+    learnable_data(work)
+    proc = start_train(work)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, out + err
     lines = [line for line in err.splitlines() if line.startswith("train: error:")]
@@ -174,14 +117,14 @@ def test_a_non_finite_loss_stops_the_stage_naming_max_lr_and_its_source(tmp_path
     assert re.fullmatch(r"train: error: loss is (nan|inf) at epoch 1, step \d+ \(lr [\d.]+\); "
                         r"max_lr 100 is train.max_lr in params.yaml: lower it .*", lines[0]), err
     assert not (work / paths.MODEL_FILE).exists() and not (work / paths.TRAIN_METRICS).exists()
-    assert not _checkpoints(work)  # nothing left to resume into the same divergence
+    assert not checkpoints(work)  # nothing left to resume into the same divergence
 
 
 @pytest.mark.parametrize("max_lr, learned", [(80, False), (0.005, True)])
 def test_a_run_that_did_not_learn_says_so(tmp_path, cifar_npz, max_lr, learned):
-    work = _workdir(tmp_path, f"lr{max_lr}", max_lr=max_lr, epochs=2, peak_epoch=1)
+    work = train_workdir(tmp_path, f"lr{max_lr}", max_lr=max_lr, epochs=2, peak_epoch=1)
     _real_subset(work, cifar_npz)
-    proc = _train(work)
+    proc = start_train(work)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out + err
     metrics = json.loads((work / paths.TRAIN_METRICS).read_text())
@@ -214,12 +157,12 @@ def _test_loss(work: Path, state_dict: dict) -> float:
 def test_ema_weights_are_evaluated_and_saved_and_an_ema_run_resumes_exactly(tmp_path):
     import torch
 
-    straight = _workdir(tmp_path, "ema_straight", ema_decay=0.9)
-    _train(straight).communicate(timeout=600)
-    resumed = _workdir(tmp_path, "ema_resumed", ema_decay=0.9)
-    _interrupt_after_first_checkpoint(resumed, signal.SIGTERM)
-    ckpt = torch.load(_checkpoints(resumed)[0], weights_only=False)
-    history = _metrics(straight)
+    straight = train_workdir(tmp_path, "ema_straight", ema_decay=0.9)
+    start_train(straight).communicate(timeout=600)
+    resumed = train_workdir(tmp_path, "ema_resumed", ema_decay=0.9)
+    interrupt_after_first_checkpoint(resumed, signal.SIGTERM)
+    ckpt = torch.load(checkpoints(resumed)[0], weights_only=False)
+    history = train_history(straight)
 
     # What the stage evaluates after an epoch is the EMA, not the raw weights ...
     ema = {k.removeprefix("module."): v for k, v in ckpt["ema"].items() if k != "n_averaged"}
@@ -230,34 +173,21 @@ def test_ema_weights_are_evaluated_and_saved_and_an_ema_run_resumes_exactly(tmp_
     saved = torch.load(straight / "data/model.pt", weights_only=True)["state_dict"]
     assert _test_loss(straight, saved) == pytest.approx(history.test_loss.iloc[-1], rel=1e-4)
 
-    _train(resumed).communicate(timeout=600)
-    pd.testing.assert_frame_equal(_metrics(resumed), history)
+    start_train(resumed).communicate(timeout=600)
+    pd.testing.assert_frame_equal(train_history(resumed), history)
     resumed_saved = torch.load(resumed / "data/model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], resumed_saved[k]) for k in saved)
-
-
-def _learnable(work: Path) -> None:
-    """Replace the noise images by ones whose colour gives the class away."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 1024), ("test", 200)):
-        y = np.arange(n) % 10
-        base = np.stack([(y * 25) % 256, (y * 70) % 256, (255 - y * 25) % 256], 1)
-        x = base[:, None, None, :] + rng.integers(-20, 21, (n, 32, 32, 3))
-        arrays[f"x_{split}"] = np.clip(x, 0, 255).astype(np.uint8)
-        arrays[f"y_{split}"] = y.astype(np.uint8)
-    np.savez(work / paths.ARRAYS_FILE, **arrays)
 
 
 def test_two_process_ddp_on_cpu_matches_the_single_process_run(tmp_path):
     runs = {}
     for nproc in (1, 2):
-        work = _workdir(tmp_path, f"nproc{nproc}", nproc_per_node=nproc, epochs=3)
-        _learnable(work)
-        proc = _train(work)
+        work = train_workdir(tmp_path, f"nproc{nproc}", nproc_per_node=nproc, epochs=3)
+        learnable_data(work)
+        proc = start_train(work)
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, out + err
-        runs[nproc] = _metrics(work)
+        runs[nproc] = train_history(work)
         assert sorted(p.name for p in (work / "data").iterdir()) == ["cifar10", "model.pt"]
         assert not (work / CKPT_DIR).exists()
     two = runs[2].iloc[-1]
@@ -344,49 +274,29 @@ def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(m
 EXP_RUN = ("dvc", "exp", "run", "-S", "train.max_lr=0.005", "-S", "recipe.seed=1")
 
 
-def _dvc_repo(base: Path, name: str, cifar_npz: Path) -> Path:
-    from test_pipeline_e2e import commit_all, copy_project, set_params
-
-    repo = copy_project(base / name)
-    set_params(repo,
-               data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 500},
-               model={"width_multiplier": 0.125},
-               lr_find={"num_iter": 10},
-               recipe={"batch_size": 100, "device": "cpu"},
-               train={"epochs": 3, "peak_epoch": 1})
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    commit_all(repo, "project")
-    return repo
-
-
-def _dvc_env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1", "RESNET9_CHECKPOINT_EVERY_S": "0"}
-
-
 def _exp_run(repo: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(EXP_RUN, cwd=repo, env=_dvc_env(), capture_output=True, text=True,
+    proc = subprocess.run(EXP_RUN, cwd=repo, env=dvc_env(), capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
 def _results(repo: Path) -> tuple[pd.DataFrame, dict]:
-    return _metrics(repo), json.loads((repo / paths.EVALUATE_METRICS).read_text())
+    return train_history(repo), json.loads((repo / paths.EVALUATE_METRICS).read_text())
 
 
 def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_npz):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) once epoch 1's checkpoint
     is written, then the very same `dvc exp run -S ...`: it resumes at epoch 2 and ends with
     the metrics of an uninterrupted run of that command."""
-    straight = _dvc_repo(tmp_path, "straight", cifar_npz)
+    straight = dvc_repo_for_train(tmp_path, "straight", cifar_npz)
     _exp_run(straight)
     assert not (straight / CKPT_DIR).exists()
 
-    repo = _dvc_repo(tmp_path, "interrupted", cifar_npz)
-    proc = subprocess.Popen(EXP_RUN, cwd=repo, env=_dvc_env(), stdout=subprocess.PIPE,
+    repo = dvc_repo_for_train(tmp_path, "interrupted", cifar_npz)
+    proc = subprocess.Popen(EXP_RUN, cwd=repo, env=dvc_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    _wait_for_checkpoint(repo, proc)
+    wait_for_checkpoint(repo, proc)
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
