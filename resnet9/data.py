@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet9 import PipelineError
-from resnet9.cifar10 import CLASSES, IMAGE_SIZE, NUM_CLASSES
+from resnet9.cifar10 import IMAGE_SIZE, NUM_CLASSES
 from resnet9.paths import ARRAYS_FILE, DATASET_DIR
 
 FULL_COUNTS = {"train": 50_000, "test": 10_000}

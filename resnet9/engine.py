@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -205,7 +205,7 @@ class FitResult:
 
 
 def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
-        on_epoch_end: Callable[[int, FitResult], None] | None = None,
+        callbacks: Sequence[Callable[[int, FitResult], None]] = (),
         show: bool = True) -> FitResult:
     """Train from ``start_epoch`` to ``loop.epochs``, testing ``loop.evaluated`` on
     ``loop.test_loader`` after each epoch, and return the history (appended to ``result``,
@@ -214,8 +214,9 @@ def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
     Under torch.distributed the training loss and accuracy are averaged over ranks; ``show``
     turns the progress bar and epoch lines on (rank 0).
 
-    One tqdm bar counts every training step of the run, with its ETA. ``on_epoch_end(epoch,
-    result)`` runs after each epoch (checkpointing, live logging).
+    One tqdm bar counts every training step of the run, with its ETA. After each epoch every
+    one of ``callbacks`` is called in order as ``callback(epoch, result)`` (0-based epoch):
+    live logging, then checkpointing.
 
     Raises:
         TrainingDiverged: from :func:`train_one_epoch`.
@@ -244,8 +245,8 @@ def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
                 bar.write(f"epoch {epoch + 1:>3}/{epochs}: train loss {train_loss:.4f} "
                           f"acc {train_acc:.4f} | test loss {test_loss:.4f} acc {test_acc:.4f} | "
                           f"{result.history[-1].seconds:.1f} s")
-            if on_epoch_end:
-                on_epoch_end(epoch, result)
+            for callback in callbacks:
+                callback(epoch, result)
     finally:
         bar.close()
     return result

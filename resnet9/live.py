@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import pandas as pd
 
@@ -41,9 +41,6 @@ from resnet9.engine import EpochStats, FitResult
 # Tests only: while the file this names exists, the run waits after each epoch's files are
 # written, so that a test can read a run that is certainly still going. Unset: no effect.
 HOLD_ENV = "RESNET9_LIVE_HOLD_FILE"
-
-OnEpochEnd = Callable[[int, FitResult], None]
-
 
 def history_frame(result: FitResult) -> pd.DataFrame:
     """``result.history`` as a table: one row per epoch, the fields of ``EpochStats``."""
@@ -141,17 +138,3 @@ class LiveLog:
         if self.live:
             self.live.end()
         artifacts.write_json(self.summary_file, {"step": self.step})
-
-
-def chain(*callbacks: OnEpochEnd | None) -> OnEpochEnd | None:
-    """One ``on_epoch_end`` that calls each of ``callbacks`` in order, skipping None; None when
-    all are None."""
-    present = [c for c in callbacks if c is not None]
-    if not present:
-        return None
-
-    def on_epoch_end(epoch: int, result: FitResult) -> None:
-        for callback in present:
-            callback(epoch, result)
-
-    return on_epoch_end

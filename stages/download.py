@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from resnet9 import artifacts, data, params, runner
+from resnet9 import artifacts, cifar10, data, params, runner
 from resnet9.paths import ARRAYS_FILE, DATASET_DIR, META_FILE
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     # the official archive or the npz mirror, so switching data.source reruns download alone.
     # dvc.lock records the source.
     meta = {
-        "classes": list(data.CLASSES),
+        "classes": list(cifar10.CLASSES),
         "counts": {s: len(arrays[f"y_{s}"]) for s in ("train", "test")},
         "per_class": {s: np.bincount(arrays[f"y_{s}"], minlength=10).tolist()
                       for s in ("train", "test")},

@@ -15,6 +15,7 @@ import torch
 
 from resnet9 import (artifacts, checkpoint, data, distributed, engine, live, loaders, params,
                      precision, provenance, recipe, runner, runtime, schedule)
+from resnet9.params import ModelParams, RecipeParams, TrainParams
 from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, TRAIN_HISTORY,
                            TRAIN_METRICS)
 
@@ -31,12 +32,18 @@ def main() -> None:
     rank, world, device = (distributed.init(device) if distributed.launched()
                            else (0, 1, device))
     try:
-        run(model_p, recipe_p, train_p, device, max_lr, rank, world, clock)
+        run(model_p=model_p, recipe_p=recipe_p, train_p=train_p, device=device, max_lr=max_lr,
+            rank=rank, world=world, clock=clock)
     finally:
         distributed.finish()
 
 
-def run(model_p, recipe_p, train_p, device, max_lr, rank, world, clock) -> None:
+def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
+        device: torch.device, max_lr: float, rank: int, world: int,
+        clock: runner.StageClock) -> None:
+    """Train on ``device`` as process ``rank`` of ``world`` at ``max_lr`` (the One Cycle
+    policy's peak learning rate) and, on rank 0, write the outputs; ``clock`` times the
+    phases."""
     main_rank = rank == 0
     every_s, keep = checkpoint.every_s(), checkpoint.keep()  # checked before any work
     run_params = params.read()  # for the provenance: params.yaml as this run read it
@@ -74,12 +81,13 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world, clock) -> None:
                   f"{keep} most recent ({checkpoint.KEEP_ENV}): "
                   f"{', '.join(p.name for p in pruned)}")
         start, result, how = checkpoint.resume(ckpt, loop, fp)
-        on_epoch_end = checkpoint.Saver(ckpt, loop, every_s, fp)
+        saver = checkpoint.Saver(ckpt, loop, every_s, fp)
     else:  # per-rank RNG streams are not checkpointed: start over, write none
         start, result, how = 0, None, f"{world} processes: no resume, training from scratch"
-        on_epoch_end = None
+        saver = None
     progress = live.LiveLog(result) if main_rank else None  # after each epoch (resnet9/live.py)
-    on_epoch_end = live.chain(progress, on_epoch_end)
+    # after each epoch: the progress files first, then the checkpoint
+    callbacks = [c for c in (progress, saver) if c is not None]
     log = print if main_rank else (lambda *a, **k: None)
     log(f"train: {how}")
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
@@ -88,7 +96,7 @@ def run(model_p, recipe_p, train_p, device, max_lr, rank, world, clock) -> None:
     clock.lap("setup")
     t0 = time.perf_counter()
     try:
-        result = engine.fit(loop, start_epoch=start, result=result, on_epoch_end=on_epoch_end,
+        result = engine.fit(loop, start_epoch=start, result=result, callbacks=callbacks,
                             show=main_rank)
     except engine.TrainingDiverged as err:
         if world == 1:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from resnet9 import data
+from resnet9 import cifar10, data
 from resnet9.data import DataError
 
 from conftest import ROOT, tiny_arrays
@@ -187,7 +187,7 @@ def _official_archive(path, arrays):
     batches.append(("test_batch", arrays["x_test"], arrays["y_test"]))
     members = {name: pickle.dumps({"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1),
                                    "labels": y.tolist()}) for name, x, y in batches}
-    members["batches.meta"] = pickle.dumps({"label_names": list(data.CLASSES)})
+    members["batches.meta"] = pickle.dumps({"label_names": list(cifar10.CLASSES)})
     _tarball(path, {f"cifar-10-batches-py/{k}": v for k, v in members.items()})
     md5 = {k: hashlib.md5(v).hexdigest() for k, v in members.items()}
     md5["archive"] = hashlib.md5(path.read_bytes()).hexdigest()

@@ -187,3 +187,11 @@ def test_a_skipped_fp16_step_advances_the_schedule_without_a_warning(recwarn):
     assert loop.precision.scaler.get_scale() < 2.0**40  # steps were skipped ...
     assert loop.scheduler.last_epoch == len(_loader())  # ... and the schedule advanced anyway
     assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
+def test_fit_calls_each_callback_in_order_after_each_epoch():
+    calls = []
+    first = lambda epoch, result: calls.append(("first", epoch, len(result.history)))  # noqa: E731
+    second = lambda epoch, result: calls.append(("second", epoch, len(result.history)))  # noqa: E731
+    engine.fit(_loop(_net(), _loader(), 2), callbacks=[first, second], show=False)
+    assert calls == [("first", 0, 1), ("second", 0, 1), ("first", 1, 2), ("second", 1, 2)]

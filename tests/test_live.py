@@ -163,18 +163,6 @@ def test_the_hold_file_pauses_after_the_epochs_files_are_written(workdir):
     assert not worker.is_alive()
 
 
-def test_chain_calls_each_callback_in_order_and_skips_none():
-    calls = []
-    first = lambda epoch, result: calls.append(("first", epoch))  # noqa: E731
-    second = lambda epoch, result: calls.append(("second", epoch))  # noqa: E731
-    both = live.chain(first, None, second)
-    both(0, FitResult())
-    both(1, FitResult())
-    assert calls == [("first", 0), ("second", 0), ("first", 1), ("second", 1)]
-    assert live.chain(None, None) is None
-    assert live.chain(first, None) is not None
-
-
 @pytest.mark.parametrize("token", [None, "a-token"])
 def test_studio_gets_each_epoch_only_with_a_token_and_the_files_do_not_change(
         workdir, monkeypatch, token):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, colour_arrays
-from resnet9 import data, loaders, paths, predict, recipe
+from resnet9 import cifar10, data, loaders, paths, predict, recipe
 
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
@@ -82,7 +82,7 @@ def test_predictions_on_test_images_equal_the_evaluate_stage(tmp_path, tiny_mode
     expected = torch.softmax(logits, 1)
     for row, p in zip(expected, result["predictions"]):
         got = {t["class"]: t["probability"] for t in p["top_k"]}
-        assert [got[c] for c in data.CLASSES] == pytest.approx(row.tolist(), abs=1e-5)
+        assert [got[c] for c in cifar10.CLASSES] == pytest.approx(row.tolist(), abs=1e-5)
 
 
 def _save(tmp_path: Path, name: str, image: Image.Image, **kw) -> Path:
@@ -129,7 +129,7 @@ def test_every_image_mode_is_predicted(tmp_path, tiny_model, capsys):
     for p in result["predictions"]:
         probs = [t["probability"] for t in p["top_k"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
-        assert {t["class"] for t in p["top_k"]} <= set(data.CLASSES)
+        assert {t["class"] for t in p["top_k"]} <= set(cifar10.CLASSES)
 
 
 def test_text_output_is_one_line_per_image(tmp_path, tiny_model, capsys):
@@ -288,7 +288,7 @@ def test_info_prints_the_provenance_and_what_using_the_model_needs(tiny_model, c
     code, out, _ = run_predict(capsys, "--info", "--model", str(tiny_model), "--json")
     assert code == 0
     info = json.loads(out)
-    assert info["classes"] == list(data.CLASSES)
+    assert info["classes"] == list(cifar10.CLASSES)
     assert info["width_multiplier"] == 0.125 and info["input_size"] == [32, 32]
     assert set(info["normalization"]) == {"mean", "std"}
     prov = info["provenance"]
