@@ -29,8 +29,7 @@ import torch
 import torchinfo
 from torch import nn
 
-from resnet9 import (augment, data, engine, loaders, params, precision, preprocess,
-                     recipe, schedule)
+from resnet9 import augment, data, engine, loaders, params, precision, preprocess, recipe, schedule
 from resnet9.model import INPUT_SIZE, ResNet9, ResNet9Config
 from resnet9.params import ModelParams
 

@@ -13,15 +13,15 @@ Modules, each small and with one job:
 - :mod:`resnet9.model`     the ResNet-9 network and its torchinfo summary
 - :mod:`resnet9.schedule`  the One Cycle policy
 - :mod:`resnet9.lr_range`  the LR range test and its pick rule
-- :mod:`resnet9.recipe`    params to torch objects: network, Adam, EMA, loss; the model file
+- :mod:`resnet9.recipe`    params to torch objects: network, Adam, EMA, loss
+- :mod:`resnet9.model_file` the model file: what train writes and predict, export, evaluate read
 - :mod:`resnet9.engine`    the training loop (``TrainLoop``), evaluation
 - :mod:`resnet9.runtime`   device choice (a free GPU per run), seeding
 - :mod:`resnet9.checkpoint` resumable training state
 - :mod:`resnet9.distributed` DistributedDataParallel under torchrun
 - :mod:`resnet9.gradcam`   Grad-CAM with captum
 - :mod:`resnet9.figures`   matplotlib figures
-- :mod:`resnet9.runner`    how a stage script runs: one-line errors, exit codes
-- :mod:`resnet9.artifacts` atomic writes and reads of every output file
+- :mod:`resnet9.atomic_io` atomic writes and reads of every output file
 - :mod:`resnet9.precision` bf16 / fp16 / fp32 autocast by device (``recipe.precision``)
 - :mod:`resnet9.provenance` where a model came from (git, versions, device, data, params)
 - :mod:`resnet9.live`      a run's progress after every epoch (history CSV, DVCLive)

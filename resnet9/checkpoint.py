@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from resnet9 import PipelineError, artifacts
+from resnet9 import PipelineError, atomic_io
 from resnet9.engine import EpochStats, FitResult, TrainLoop
 
 CACHE_DIR = Path(".cache/checkpoints")  # under the project root; .gitignore lists .cache/
@@ -82,7 +82,7 @@ def every_s(env: Mapping[str, str] = os.environ) -> float:
 def save(path: Path | str, loop: TrainLoop, *, epoch: int, fp: str, result: FitResult) -> None:
     """Atomically write ``loop``'s state after ``epoch`` (0-based) completed epochs' worth of
     work, with the history so far (``result``) and the run's fingerprint ``fp``."""
-    artifacts.save_torch(path, {
+    atomic_io.save_torch(path, {
         "fingerprint": fp,
         "epochs_done": epoch + 1,
         "model": loop.net.state_dict(),

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from resnet9 import PipelineError, artifacts, paths, preprocess, provenance
+from resnet9 import PipelineError, atomic_io, paths, preprocess, provenance
 
 OPSET = 18  # torch 2.14's native onnxscript opset: exported without a version conversion
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -45,7 +45,7 @@ class ExportError(PipelineError):
 
 def metadata(saved: dict) -> dict[str, str]:
     """What a runtime needs besides the weights, as string key-value pairs, from a model file's
-    dict (:func:`resnet9.recipe.save_trained`)."""
+    dict (:func:`resnet9.model_file.save_trained`)."""
     return {
         "classes": json.dumps(list(saved["classes"])),
         "mean": json.dumps(list(saved["normalization"]["mean"])),
@@ -158,7 +158,7 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
     """Export ``net`` to ONNX and TorchScript, check both, and only then write them.
 
     Args:
-        net: the trained network in eval mode on the CPU (:func:`resnet9.recipe.load_trained`).
+        net: the trained network in eval mode on the CPU (:func:`resnet9.model_file.load_trained`).
         saved: its model file's dict (normalization, classes, provenance).
         images: (N, 32, 32, 3) uint8 RGB test images to check on (N >= 1).
         speed_batch: batch size of the speed measurement (the images are repeated to fill it).
@@ -181,8 +181,8 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
         reference = batched(lambda b: net(b.contiguous(memory_format=torch.channels_last)), x)
     meta = metadata(saved)
     with contextlib.ExitStack() as stack:
-        onnx_tmp = stack.enter_context(artifacts.atomic_path(onnx_path, ".onnx"))
-        ts_tmp = stack.enter_context(artifacts.atomic_path(torchscript_path, ".ts"))
+        onnx_tmp = stack.enter_context(atomic_io.atomic_path(onnx_path, ".onnx"))
+        ts_tmp = stack.enter_context(atomic_io.atomic_path(torchscript_path, ".ts"))
         export_onnx(net, onnx_tmp, meta, tuple(saved["input_size"]))
         export_torchscript(net, ts_tmp, meta)
 

@@ -1,7 +1,7 @@
 """Matplotlib figures for people: curves, the LR finder, the confusion matrix, per-class
 accuracy, image grids, Grad-CAM overlays.
 
-Every function returns a ``matplotlib.figure.Figure``; :func:`resnet9.artifacts.save_figure`
+Every function returns a ``matplotlib.figure.Figure``; :func:`resnet9.atomic_io.save_figure`
 writes it, no wider than :data:`MAX_WIDTH_PX`, so that a figure fits the results
 page of ``dvc plots show`` and ``dvc plots diff``. These PNGs are also the offline view of the
 results: the interactive charts need vega from a CDN. Accuracies are fractions in [0, 1], as
@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from resnet9.artifacts import FIGURE_DPI  # noqa: E402
+from resnet9.atomic_io import FIGURE_DPI  # noqa: E402
 
 MAX_WIDTH_PX = 1400  # wider images are cut off on the `dvc plots show` page
 MAX_WIDTH_IN = MAX_WIDTH_PX / FIGURE_DPI

@@ -35,7 +35,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from resnet9 import artifacts, paths
+from resnet9 import atomic_io, paths
 from resnet9.engine import EpochStats, FitResult
 
 # Tests only: while the file this names exists, the run waits after each epoch's files are
@@ -85,7 +85,7 @@ class LiveLog:
             self.live = Live(dir=str(live_dir), resume=False, report=None, save_dvc_exp=False,
                              dvcyaml=False)
         if resumed is not None and resumed.history:
-            artifacts.write_csv(self.history_file, history_frame(resumed))
+            atomic_io.write_csv(self.history_file, history_frame(resumed))
             self._log(resumed)
             self._write_summary()  # the files DVC removed; Studio hears from the next epoch
 
@@ -103,7 +103,7 @@ class LiveLog:
         if self.live:
             self.live.make_summary()
         else:
-            artifacts.write_json(self._summary_file, {"step": self._step})
+            atomic_io.write_json(self._summary_file, {"step": self._step})
 
     def _log(self, result: FitResult) -> None:
         last = result.history[-1]
@@ -120,7 +120,7 @@ class LiveLog:
         if not result.history or result.history[-1].epoch != epoch + 1:
             raise ValueError(f"epoch {epoch + 1} is not the last of the "
                              f"{len(result.history)} epochs in the result")
-        artifacts.write_csv(self.history_file, history_frame(result))
+        atomic_io.write_csv(self.history_file, history_frame(result))
         self._log(result)
         if self.live:
             self.live.next_step()  # writes the summary, posts to Studio when configured
@@ -137,4 +137,4 @@ class LiveLog:
         the completed run's figures are in metrics/train.json and metrics/evaluate.json."""
         if self.live:
             self.live.end()
-        artifacts.write_json(self.summary_file, {"step": self.step})
+        atomic_io.write_json(self.summary_file, {"step": self.step})

@@ -9,7 +9,7 @@ Usage::
 
 Only the model file is needed (no dataset, no ``params.yaml``): it carries the class names, the
 normalization mean and std, the width multiplier and the input size
-(:func:`resnet9.recipe.save_trained`).
+(:func:`resnet9.model_file.save_trained`).
 
 How an image becomes the network's input (:func:`prepare`), with Pillow:
 
@@ -40,7 +40,7 @@ from typing import Sequence
 import torch
 from PIL import Image, ImageOps
 
-from resnet9 import PipelineError, params, paths, precision, preprocess, recipe, runtime
+from resnet9 import PipelineError, model_file, params, paths, precision, preprocess, runtime
 from resnet9.model import INPUT_SIZE
 
 EXIT_OK, EXIT_BAD_IMAGE, EXIT_USAGE, EXIT_BAD_MODEL = 0, 1, 2, 3
@@ -139,7 +139,7 @@ def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Imag
     name), and set each prediction's ``gradcam`` path."""
     import numpy as np
 
-    from resnet9 import artifacts, figures, gradcam
+    from resnet9 import atomic_io, figures, gradcam
 
     targets = torch.tensor([classes.index(p.top[0][0]) for p in predictions], device=device)
     inputs = x.to(device).contiguous(memory_format=torch.channels_last)
@@ -154,7 +154,7 @@ def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Imag
         label, p = pred.top[0]
         fig = figures.image_grid(np.asarray(image)[None], [f"{label} {p:.0%}"], 1,
                                  f"Grad-CAM at {layer}", overlays=cams[i:i + 1])
-        pred.gradcam = str(artifacts.save_figure(directory / name, fig))
+        pred.gradcam = str(atomic_io.save_figure(directory / name, fig))
 
 
 def info(path: Path | str) -> dict:
@@ -163,11 +163,11 @@ def info(path: Path | str) -> dict:
     recorded (None for a file written before provenance was recorded).
 
     Raises:
-        recipe.ModelFileError: the file is missing, unreadable or foreign, or its weights do
+        model_file.ModelFileError: the file is missing, unreadable or foreign, or its weights do
             not fit the network it describes.
     """
     path = Path(path)
-    _, saved = recipe.load_trained(path, torch.device("cpu"))  # the weights must load too
+    _, saved = model_file.load_trained(path, torch.device("cpu"))  # the weights must load too
     return {
         "file": {"path": str(path), "bytes": path.stat().st_size,
                  "md5": hashlib.md5(path.read_bytes()).hexdigest()},
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.info:
         try:
             _print_info(info(args.model), args.json)
-        except recipe.ModelFileError as err:
+        except model_file.ModelFileError as err:
             _error(str(err))
             return EXIT_BAD_MODEL
         return EXIT_OK
@@ -238,8 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--device {args.device}: not available on this machine")
     amp = precision.resolve(args.precision, device)
     try:
-        net, saved = recipe.load_trained(args.model, device)
-    except recipe.ModelFileError as err:
+        net, saved = model_file.load_trained(args.model, device)
+    except model_file.ModelFileError as err:
         _error(str(err))
         return EXIT_BAD_MODEL
     classes = list(saved["classes"])

@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from resnet9 import (artifacts, augment, data, figures, gradcam, loaders, model, params,
-                     precision, recipe, runner, runtime)
+from resnet9 import (atomic_io, augment, data, figures, gradcam, loaders, model, model_file, params,
+                     precision, runtime)
+from stages import runner
 from resnet9.paths import (CONFUSION_CSV, FIGURES, LR_SCHEDULE, MODEL_FILE, MODEL_SUMMARY,
                            PER_CLASS_CSV, TRAIN_HISTORY)
 
@@ -18,14 +19,14 @@ def main() -> None:
     p, recipe_p = params.load("analyze", "recipe")
     device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
-    net, saved = recipe.load_trained(MODEL_FILE, device)
+    net, saved = model_file.load_trained(MODEL_FILE, device)
     train, test = data.load_dataset()
     classes = saved["classes"]
     written = []
     clock.lap("data")
 
     def save(name, fig):
-        written.append(artifacts.save_figure(FIGURES[name], fig))
+        written.append(atomic_io.save_figure(FIGURES[name], fig))
 
     # Sample training images, class by class, and the same images after the train augmentation.
     picks = np.concatenate([np.flatnonzero(train.y == c)[:PER_CLASS] for c in range(10)])
@@ -69,7 +70,7 @@ def main() -> None:
     else:
         save("gradcam", figures.image_grid(test.x[:0], [], 5,
                                                "Grad-CAM: no misclassified test images"))
-    written.append(artifacts.write_text(MODEL_SUMMARY, model.summary(net, device)))
+    written.append(atomic_io.write_text(MODEL_SUMMARY, model.summary(net, device)))
     clock.lap("figures")
     print("analyze: wrote " + ", ".join(str(w) for w in written))
     print(clock.line("analyze"))

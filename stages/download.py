@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from resnet9 import artifacts, cifar10, data, params, runner
+from resnet9 import atomic_io, cifar10, data, params
+from stages import runner
 from resnet9.paths import ARRAYS_FILE, DATASET_DIR, META_FILE
 
 
@@ -37,9 +38,9 @@ def main() -> None:
     def write(tmp):
         tmp.mkdir()
         np.savez(tmp / ARRAYS_FILE.name, **arrays)
-        artifacts.write_json(tmp / META_FILE.name, meta)
+        atomic_io.write_json(tmp / META_FILE.name, meta)
 
-    artifacts.write_with(DATASET_DIR, write)
+    atomic_io.write_with(DATASET_DIR, write)
     print(f"download: wrote {DATASET_DIR}/ ({meta['counts']['train']:,} train, "
           f"{meta['counts']['test']:,} test images)")
     clock.lap("checks and writing")

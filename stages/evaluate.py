@@ -4,7 +4,8 @@ more columns would crowd `dvc exp show`)."""
 
 import pandas as pd
 
-from resnet9 import artifacts, data, engine, loaders, params, precision, recipe, runner, runtime
+from resnet9 import atomic_io, data, engine, loaders, model_file, params, precision, runtime
+from stages import runner
 from resnet9.paths import CONFUSION_CSV, EVALUATE_METRICS, MODEL_FILE, PER_CLASS_CSV
 
 
@@ -14,7 +15,7 @@ def main() -> None:
     eval_p, recipe_p = params.load("evaluate", "recipe")
     device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
-    net, saved = recipe.load_trained(MODEL_FILE, device)
+    net, saved = model_file.load_trained(MODEL_FILE, device)
     _, test = data.load_dataset()
     loader = loaders.test_loader(test, device)
     clock.lap("data")
@@ -32,9 +33,9 @@ def main() -> None:
     metrics = {"accuracy": accuracy, "loss": loss, "test_images": len(labels)}
     if eval_p.tta:
         metrics["tta_accuracy"] = engine.score(engine.flip_tta(logits, mirrored), labels)[1]
-    artifacts.write_json(EVALUATE_METRICS, metrics)
-    artifacts.write_csv(CONFUSION_CSV, frame)
-    artifacts.write_csv(PER_CLASS_CSV, pd.DataFrame(
+    atomic_io.write_json(EVALUATE_METRICS, metrics)
+    atomic_io.write_csv(CONFUSION_CSV, frame)
+    atomic_io.write_csv(PER_CLASS_CSV, pd.DataFrame(
         {"class": classes, "accuracy": per_class.values}))
     tta = f", flip-TTA top-1 {metrics['tta_accuracy']:.4f}" if eval_p.tta else ""
     print(f"evaluate: top-1 accuracy {accuracy:.4f}{tta}, loss {loss:.4f} on {len(labels):,} "

@@ -3,7 +3,8 @@ torch eager -> metrics/export.json (logit differences, top-1 agreement, file siz
 
 import torch
 
-from resnet9 import artifacts, data, export, params, recipe, runner
+from resnet9 import atomic_io, data, export, model_file, params
+from stages import runner
 from resnet9.paths import EXPORT_METRICS, MODEL_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 
 
@@ -11,13 +12,13 @@ def main() -> None:
     clock = runner.StageClock()
     clock.lap("imports")
     params.validate()  # export reads no params, but a bad value anywhere stops the run here
-    net, saved = recipe.load_trained(MODEL_FILE, torch.device("cpu"))
+    net, saved = model_file.load_trained(MODEL_FILE, torch.device("cpu"))
     _, test = data.load_dataset()
     clock.lap("data")
     metrics = export.export_and_check(net, saved, test.x[: export.CHECK_IMAGES])
     clock.lap("export and checks")
     metrics["model_pt_bytes"] = MODEL_FILE.stat().st_size
-    artifacts.write_json(EXPORT_METRICS, metrics)
+    atomic_io.write_json(EXPORT_METRICS, metrics)
     o, t, s = metrics["onnx"], metrics["torchscript"], metrics["speed"]
     print(f"export: on {metrics['images']:,} test images, top-1 agreement with torch eager: "
           f"ONNX {o['top1_agreement']:.2%} (max |logit diff| {o['max_abs_logit_diff']:.2g}), "

@@ -6,8 +6,8 @@ Its pick is a suggestion (``suggested_max_lr``): train uses it only when ``train
 
 import pandas as pd
 
-from resnet9 import (artifacts, data, figures, loaders, lr_range, params, precision, recipe,
-                     runner, runtime)
+from resnet9 import atomic_io, data, figures, loaders, lr_range, params, precision, recipe, runtime
+from stages import runner
 from resnet9.paths import LR_FIND_CSV, LR_FIND_METRICS, LR_FIND_PNG
 
 
@@ -36,11 +36,11 @@ def main() -> None:
     pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
 
     # The pick repeated on every row, so that the results page can mark it on the curve.
-    artifacts.write_csv(LR_FIND_CSV, pd.DataFrame(
+    atomic_io.write_csv(LR_FIND_CSV, pd.DataFrame(
         {"lr": lrs, "loss": losses, recipe.SUGGESTED_MAX_LR: pick.max_lr}))
-    artifacts.save_figure(LR_FIND_PNG,
+    atomic_io.save_figure(LR_FIND_PNG,
                           figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
-    artifacts.write_json(LR_FIND_METRICS, {
+    atomic_io.write_json(LR_FIND_METRICS, {
         recipe.SUGGESTED_MAX_LR: pick.max_lr,  # min_lr = max_lr / train.div_factor is train's
         "rule": pick.rule,
         "steepest_lr": pick.steepest_lr,

@@ -13,8 +13,9 @@ import time
 import pandas as pd
 import torch
 
-from resnet9 import (artifacts, checkpoint, data, distributed, engine, live, loaders, params,
-                     precision, provenance, recipe, runner, runtime, schedule)
+from resnet9 import (atomic_io, checkpoint, data, distributed, engine, live, loaders, model_file,
+                     params, precision, provenance, recipe, runtime, schedule)
+from stages import runner
 from resnet9.params import ModelParams, RecipeParams, TrainParams
 from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, TRAIN_HISTORY,
                            TRAIN_METRICS)
@@ -70,7 +71,7 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
         precision=precision.resolve(recipe_p.precision, device),
         ema=recipe.ema(net, train_p.ema_decay), stepped=stepped)
 
-    dataset_sha256 = artifacts.read_json(META_FILE)["sha256"]
+    dataset_sha256 = atomic_io.read_json(META_FILE)["sha256"]
     fp = checkpoint.fingerprint(model=model_p, recipe=recipe_p, train=train_p, max_lr=max_lr,
                                 data=dataset_sha256)
     ckpt = checkpoint.path_for(fp)
@@ -111,11 +112,11 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
 
     prov = provenance.collect(params=run_params, dataset_sha256=dataset_sha256,
                               train_seconds=seconds, device=device)
-    recipe.save_trained(MODEL_FILE, loop.evaluated, model_p,
+    model_file.save_trained(MODEL_FILE, loop.evaluated, model_p,
                         recipe_params=recipe_p.model_dump(), train_params=train_p.model_dump(),
                         max_lr=max_lr, train_seconds=seconds,
                         wall_seconds_this_run=time.perf_counter() - t0, provenance=prov)
-    artifacts.write_csv(LR_SCHEDULE,
+    atomic_io.write_csv(LR_SCHEDULE,
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
     last = result.history[-1]
     metrics = {  # metrics/train.json, built here only: the LRs this run used and how it went
@@ -127,13 +128,13 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
         "images_per_s": len(train) * world * train_p.epochs / seconds,  # training images
         "learned": recipe.learned(last.test_acc),  # false: no better than 1.5x chance
     }
-    artifacts.write_json(PROVENANCE_FILE, prov)  # the same as model.pt's (predict --info)
+    atomic_io.write_json(PROVENANCE_FILE, prov)  # the same as model.pt's (predict --info)
     progress.close()  # plots/train_history.csv: written after every epoch
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
     clock.lap("outputs")
     metrics["stage_seconds"] = clock.seconds()  # this process, start to here (runner.py)
-    artifacts.write_json(TRAIN_METRICS, metrics)
+    atomic_io.write_json(TRAIN_METRICS, metrics)
     if not metrics["learned"]:
         print(f"train: warning: test accuracy {last.test_acc:.4f} is no better than "
               f"{recipe.LEARNED_OVER_CHANCE:g}x chance ({recipe.learned_threshold():.2f}): the run "

@@ -86,7 +86,7 @@ def tiny_model(tmp_path_factory) -> Path:
     across images."""
     import torch
 
-    from resnet9 import provenance, recipe, runtime
+    from resnet9 import model_file, provenance, recipe, runtime
     from resnet9.params import ModelParams
 
     cpu = torch.device("cpu")
@@ -107,7 +107,7 @@ def tiny_model(tmp_path_factory) -> Path:
     prov = provenance.collect(params={"model": {"width_multiplier": 0.125}},
                               dataset_sha256={"train": "synthetic"}, train_seconds=1.0,
                               device=cpu, cwd=path.parent)
-    recipe.save_trained(path, net.eval(), model_p, provenance=prov)
+    model_file.save_trained(path, net.eval(), model_p, provenance=prov)
     return path
 
 # ---- shared by the stage, resume, live and e2e tests -------------------------------------
@@ -210,7 +210,7 @@ def interrupt_after_first_checkpoint(work: Path, sig: int) -> subprocess.Complet
     proc = start_train(work)
     wait_for_checkpoint(work, proc)
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=300)  # generous: the stage stops at once, see runner.py
+    out, err = proc.communicate(timeout=300)  # generous: the stage stops at once, see stages/runner.py
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, colour_arrays
-from resnet9 import export, preprocess, recipe
+from resnet9 import export, model_file, preprocess
 
 CPU = torch.device("cpu")
 
@@ -26,7 +26,7 @@ def _one_thread(one_thread):
 def exported(tmp_path_factory, tiny_model):
     """The tiny model exported and checked on 50 synthetic images: (metrics, onnx, ts, saved)."""
     out = tmp_path_factory.mktemp("export")
-    net, saved = recipe.load_trained(tiny_model, CPU)
+    net, saved = model_file.load_trained(tiny_model, CPU)
     images, _ = colour_arrays(50, seed=2)
     metrics = export.export_and_check(net, saved, images, out / "model.onnx", out / "model.ts",
                                       speed_batch=64, min_seconds=0.05)
@@ -68,7 +68,7 @@ def test_onnx_has_a_dynamic_batch_dimension_and_the_metadata(exported, tiny_mode
     assert json.loads(meta["classes"]) == saved["classes"]
     assert json.loads(meta["mean"]) == saved["normalization"]["mean"]
     assert json.loads(meta["input_size"]) == [32, 32]
-    net, _ = recipe.load_trained(tiny_model, CPU)
+    net, _ = model_file.load_trained(tiny_model, CPU)
     for n in (1, 7):
         x = _inputs(saved, n)
         (logits,) = session.run(None, {export.INPUT_NAME: x.numpy()})
@@ -83,7 +83,7 @@ def test_torchscript_loads_without_the_package_classes(exported, tiny_model):
     scripted = torch.jit.load(str(ts_path), _extra_files=extra)
     assert json.loads(json.loads(extra["meta.json"])["classes"]) == saved["classes"]
     x = _inputs(saved, 5)
-    net, _ = recipe.load_trained(tiny_model, CPU)
+    net, _ = model_file.load_trained(tiny_model, CPU)
     with torch.no_grad():
         assert torch.allclose(scripted(x), net(x), atol=1e-5)
 
@@ -99,7 +99,7 @@ def test_a_disagreeing_export_fails_and_writes_nothing(tmp_path, tiny_model, mon
             return [np.roll(self.session.run(outputs, feed)[0], 1, axis=1)]
 
     monkeypatch.setattr(export, "onnx_session", Shuffled)
-    net, saved = recipe.load_trained(tiny_model, CPU)
+    net, saved = model_file.load_trained(tiny_model, CPU)
     images, _ = colour_arrays(20, seed=4)
     onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.ts"
     with pytest.raises(export.ExportError, match=r"model\.onnx: top-1 class differs from torch "

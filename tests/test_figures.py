@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from resnet9 import artifacts, figures
+from resnet9 import atomic_io, figures
 
 CLASSES = ["cat", "dog", "ship"]
 
@@ -17,7 +17,7 @@ def _width_px(path) -> int:
 def test_a_ten_column_image_grid_fits_the_page(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
     fig = figures.image_grid(images, [f"image {i}" for i in range(50)], 10, "ten columns")
-    path = artifacts.save_figure(tmp_path / "grid.png", fig)
+    path = atomic_io.save_figure(tmp_path / "grid.png", fig)
     assert 1000 < _width_px(path) <= figures.MAX_WIDTH_PX
 
 
@@ -29,7 +29,7 @@ def test_confusion_matrix_shows_the_count_of_each_pair(tmp_path):
     assert image.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]  # rows actual, columns predicted
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts.count("2") == 1 and texts.count("0") == 4
-    assert _width_px(artifacts.save_figure(tmp_path / "confusion.png", fig)) <= 1400
+    assert _width_px(atomic_io.save_figure(tmp_path / "confusion.png", fig)) <= 1400
 
 
 def test_per_class_accuracy_labels_each_bar_with_its_fraction(tmp_path):
@@ -38,7 +38,7 @@ def test_per_class_accuracy_labels_each_bar_with_its_fraction(tmp_path):
     labels = {t.get_text() for t in fig.axes[0].texts}
     assert {"0.500", "0.250", "1.000"} <= labels
     assert fig.axes[0].get_xlabel() == "top-1 accuracy (fraction)"
-    assert _width_px(artifacts.save_figure(tmp_path / "per_class.png", fig)) <= 1400
+    assert _width_px(atomic_io.save_figure(tmp_path / "per_class.png", fig)) <= 1400
 
 
 def test_training_curves_plot_accuracy_as_a_fraction():

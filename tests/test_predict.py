@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, colour_arrays
-from resnet9 import cifar10, data, loaders, paths, predict, recipe
+from resnet9 import cifar10, data, loaders, model_file, paths, predict
 
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
@@ -75,7 +75,7 @@ def test_predictions_on_test_images_equal_the_evaluate_stage(tmp_path, tiny_mode
     assert [p["file"] for p in result["predictions"]] == list(map(str, files))
 
     # The probabilities too: softmax of the logits the evaluate stage computes.
-    net, _ = recipe.load_trained(tiny_model, torch.device("cpu"))
+    net, _ = model_file.load_trained(tiny_model, torch.device("cpu"))
     from resnet9 import engine
     logits, _ = engine.predict(net, loaders.test_loader(test, torch.device("cpu"), 16),
                                torch.device("cpu"))
@@ -160,7 +160,7 @@ def test_transparent_pixels_become_white(tmp_path):
 
 
 def test_normalization_uses_the_model_files_constants(tiny_model):
-    saved = recipe.load_model_file(tiny_model)
+    saved = model_file.load_model_file(tiny_model)
     norm = saved["normalization"]
     image = Image.new("RGB", (32, 32), (255, 0, 128))
     x = predict.to_tensor([image], norm["mean"], norm["std"])

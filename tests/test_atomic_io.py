@@ -1,20 +1,20 @@
 import pandas as pd
 import pytest
 
-from resnet9 import artifacts
+from resnet9 import atomic_io
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "m.json"
-    artifacts.write_json(target, {"accuracy": 0.9})
+    atomic_io.write_json(target, {"accuracy": 0.9})
 
     def broken(path):
         path.write_text("{half")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        artifacts.write_with(target, broken)
-    assert artifacts.read_json(target) == {"accuracy": 0.9}
+        atomic_io.write_with(target, broken)
+    assert atomic_io.read_json(target) == {"accuracy": 0.9}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
@@ -27,13 +27,13 @@ def test_directory_output_is_replaced_whole(tmp_path):
             (path / "a.txt").write_text(content)
         return write
 
-    artifacts.write_with(target, make("one"))
-    artifacts.write_with(target, make("two"))
+    atomic_io.write_with(target, make("one"))
+    atomic_io.write_with(target, make("two"))
     assert (target / "a.txt").read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
 def test_csv_round_trip(tmp_path):
     frame = pd.DataFrame({"lr": [1e-3, 1e-2], "loss": [2.3, 1.9]})
-    artifacts.write_csv(tmp_path / "f.csv", frame)
+    atomic_io.write_csv(tmp_path / "f.csv", frame)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "f.csv"), frame)
