@@ -112,10 +112,14 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
 
     prov = provenance.collect(params=run_params, dataset_sha256=dataset_sha256,
                               train_seconds=seconds, device=device)
+    # Where this stage's time went until its outputs (runner.StageClock): in the provenance,
+    # not in metrics/train.json, whose six more columns would crowd `dvc exp show`.
+    prov["stage_seconds"] = clock.seconds()
     model_file.save_trained(MODEL_FILE, loop.evaluated, model_p,
-                        recipe_params=recipe_p.model_dump(), train_params=train_p.model_dump(),
-                        max_lr=max_lr, train_seconds=seconds,
-                        wall_seconds_this_run=time.perf_counter() - t0, provenance=prov)
+                            recipe_params=recipe_p.model_dump(),
+                            train_params=train_p.model_dump(), max_lr=max_lr,
+                            train_seconds=seconds,
+                            wall_seconds_this_run=time.perf_counter() - t0, provenance=prov)
     atomic_io.write_csv(LR_SCHEDULE,
                         pd.DataFrame({"step": range(len(result.lrs)), "lr": result.lrs}))
     last = result.history[-1]
@@ -132,9 +136,8 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
     progress.close()  # plots/train_history.csv: written after every epoch
     if world == 1:
         checkpoint.discard(ckpt)  # the run is complete: nothing left to resume
-    clock.lap("outputs")
-    metrics["stage_seconds"] = clock.seconds()  # this process, start to here (runner.py)
     atomic_io.write_json(TRAIN_METRICS, metrics)
+    clock.lap("outputs")
     if not metrics["learned"]:
         print(f"train: warning: test accuracy {last.test_acc:.4f} is no better than "
               f"{recipe.LEARNED_OVER_CHANCE:g}x chance ({recipe.learned_threshold():.2f}): the run "
