@@ -3,7 +3,7 @@
 # recipe.seed, metrics/lr_find.json's suggested_max_lr, checkpoints in .cache/checkpoints, the
 # repo on PYTHONPATH (the GPU machine has no `pip install -e .`), and the dataset joined from
 # /tmp/part.1, /tmp/part.2 (each earlier step copies its part there: docs/gpu) and .gpu3/part.3.
-# Default runs (issue 19, part 2): a fixed-max_lr sweep at seed 0 (1.5e-3 to 9e-3: accuracy
+# Default runs (issue 19): raw range-test curves at seeds 0-9 in bf16 and fp32 (spread), a fixed-max_lr sweep at seed 0 (1.5e-3 to 9e-3: accuracy
 # against max_lr at the spec), then the params.yaml defaults (the LR range test's rule) at seeds
 # 0, 1 and 2. Runs that fix train.max_lr skip lr_find; download runs only when data.* changes.
 # Use: `cp scripts/gpu_measure.sh .gpu3/measure.sh` after ../shared/gpu/pack.sh.
@@ -15,6 +15,9 @@
 #   lr:X   : the defaults at seed 0 with train.max_lr fixed at X (no range test);
 #   set:TAG:k=v,k=v : the defaults with the given keys (e.g. set:ls02:recipe.label_smoothing=0.2);
 #   compile: train.compile true at seed 0;
+#   spread : raw LR range-test curves at the spec, seeds 0-9 (SPREAD_SEEDS), in the default
+#            precision (bf16) and in fp32 (benchmarks/lr_find_spread.py: issue 19's spread
+#            table on the GPU; `analyze` here once the CSVs are back);
 #   speed  : benchmarks/speed.py on the device at width 1.0, batch 512;
 #   (runs after the first:) while BUDGET_S (default 480) seconds are not spent.
 # Writes $OUT/summary.md (one line per run), $OUT/log.txt and $OUT/results.tgz (each run's
@@ -23,7 +26,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repo: no pip install -e there
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-RUNS=${RUNS:-smoke lr:1.5e-3 lr:2.5e-3 lr:4e-3 lr:6e-3 lr:9e-3 seed0 seed1 seed2}
+RUNS=${RUNS:-smoke spread lr:1.5e-3 lr:2.5e-3 lr:4e-3 lr:6e-3 lr:9e-3 seed0 seed1 seed2}
 BUDGET_S=${BUDGET_S:-540}
 BASE=${BASE:-}
 SHA=a44cc18e4ad961b5158c7da062a6232fb65938b615bf013046199b823b75c43d
@@ -107,6 +110,15 @@ for run in $RUNS; do
     lr:*)    pipeline "lr${run#lr:}" recipe.seed=0 train.max_lr=${run#lr:} ;;
     set:*)   rest=${run#set:}; pipeline "${rest%%:*}" recipe.seed=0 ${rest#*://,/ } ;;
     compile) pipeline compile recipe.seed=0 train.compile=true ;;
+    spread)  rm -f "$R/data.last"  # the full dataset (an earlier run may have left a subset)
+             set_params data.source=$NPZ $BASE && python3 -m stages.download > "$R/spread-download.log" 2>&1
+             for prec in auto fp32; do
+               set_params data.source=$NPZ recipe.precision=$prec $BASE
+               python3 benchmarks/lr_find_spread.py run --name "gpu-$prec" --seeds ${SPREAD_SEEDS:-0 1 2 3 4 5 6 7 8 9} \
+                 > "$R/spread-$prec.log" 2>&1; tail -2 "$R/spread-$prec.log"
+             done
+             mkdir -p "$R/lr_find" && cp -r benchmarks/results/lr_find/gpu-* "$R/lr_find/"
+             echo "| spread | $(ls "$R"/lr_find/gpu-*/seed*.csv | wc -l) curves in results.tgz lr_find/ |" >> "$OUT/summary.md" ;;
     speed)   dev=cuda; [[ "$BASE" == *device=cpu* ]] && dev=cpu
              python3 benchmarks/speed.py --device $dev --width ${SPEED_WIDTH:-1.0} --batch-size 512 ${SPEED_ARGS:---steps 60 --warmup 10} \
                --data $NPZ --out "$R/speed.csv" > "$R/speed.log" 2>&1; tail -8 "$R/speed.log"
