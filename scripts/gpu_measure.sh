@@ -3,9 +3,9 @@
 # recipe.seed, metrics/lr_find.json's suggested_max_lr, checkpoints in .cache/checkpoints, the
 # repo on PYTHONPATH (the GPU machine has no `pip install -e .`), and the dataset joined from
 # /tmp/part.1, /tmp/part.2 (each earlier step copies its part there: docs/gpu) and .gpu3/part.3.
-# Default runs (issue 19): raw range-test curves at seeds 0-9 in bf16 and fp32 (spread), a fixed-max_lr sweep at seed 0 (1.5e-3 to 9e-3: accuracy
-# against max_lr at the spec), then the params.yaml defaults (the LR range test's rule) at seeds
-# 0, 1 and 2. Runs that fix train.max_lr skip lr_find; download runs only when data.* changes.
+# Default runs (issue 19): raw range-test curves at seeds 0-9 in bf16 and fp32 (spread), a
+# fixed-max_lr sweep at seed 0 (1.5e-3 to 9e-3: accuracy against max_lr at the spec), then the
+# params.yaml defaults (the LR range test's rule) at seeds 0, 1 and 2. Runs that fix train.max_lr skip lr_find; download runs only when data.* changes.
 # Use: `cp scripts/gpu_measure.sh .gpu3/measure.sh` after ../shared/gpu/pack.sh.
 # GPU machine, step 3 (from the project's root), after the transfer of .gpu1 (step 1), setup.sh
 # with .gpu2 (step 2) and the transfer of .gpu3 (this step). Joins the dataset, then runs the pipeline's stages
