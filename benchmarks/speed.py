@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--precision", choices=precision.SETTINGS, default="auto",
+    ap.add_argument("--precision", choices=params.PRECISIONS, default="auto",
                     help="as recipe.precision (auto: bf16 or fp16 on CUDA by capability, fp32 on CPU)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)

@@ -41,6 +41,8 @@ Number = Annotated[float, BeforeValidator(_yaml11_float), Field(allow_inf_nan=Fa
 
 Auto = Literal["auto"]
 GRADCAM_LAYERS = ("prep", "layer1", "layer2", "layer3")  # ResNet9's blocks Grad-CAM can explain
+DEVICES = ("auto", "cpu", "cuda", "mps")  # recipe.device, predict --device (resnet9/runtime.py)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # recipe.precision, predict --precision
 
 
 class Section(BaseModel):
@@ -94,9 +96,9 @@ class RecipeParams(Section):
     decay_bn_and_bias: bool  # false: no decay on BN / biases
     label_smoothing: Annotated[Number, Field(ge=0, lt=1)]
     seed: Annotated[int, Field(ge=0)]
-    device: Literal["auto", "cpu", "cuda", "mps"]
+    device: Literal[DEVICES]
     # auto: bf16 autocast on CUDA capability >= 8.0, fp16 + GradScaler on older GPUs, else fp32
-    precision: Literal["auto", "bf16", "fp16", "fp32"]
+    precision: Literal[PRECISIONS]
     num_workers: Annotated[int, Field(ge=0, le=64)] | Auto
     pad_mode: Literal["reflect", "zero"]  # padding before the crop
     # albumentations in a DataLoader, or the same augmentation as batched tensor ops on the

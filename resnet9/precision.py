@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-SETTINGS = ("auto", "bf16", "fp16", "fp32")
+from resnet9.params import PRECISIONS
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA GPUs with native bf16 tensor cores
 
@@ -33,15 +33,15 @@ def choose(setting: str, device_type: str, capability: tuple[int, int] | None = 
     A pure function of its arguments, so that the rule can be tested without the hardware.
 
     Args:
-        setting: one of :data:`SETTINGS`.
+        setting: one of :data:`resnet9.params.PRECISIONS`.
         device_type: ``cuda``, ``cpu`` or ``mps``.
         capability: the CUDA compute capability ``(major, minor)``; used for ``auto`` on CUDA.
 
     Raises:
         ValueError: an unknown setting, or ``auto`` on CUDA without a capability.
     """
-    if setting not in SETTINGS:
-        raise ValueError(f"precision: {setting!r}; expected one of {', '.join(SETTINGS)}")
+    if setting not in PRECISIONS:
+        raise ValueError(f"precision: {setting!r}; expected one of {', '.join(PRECISIONS)}")
     if setting != "auto":
         return setting
     if device_type != "cuda":

@@ -195,9 +195,9 @@ def parser() -> argparse.ArgumentParser:
                    help="write a Grad-CAM overlay per image to DIR/<file name>.gradcam.png")
     p.add_argument("--gradcam-layer", choices=GRADCAM_LAYERS, default="layer3",
                    help="layer Grad-CAM explains (default layer3)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+    p.add_argument("--device", choices=params.DEVICES, default="auto",
                    help="auto: CUDA, else MPS, else CPU (default)")
-    p.add_argument("--precision", choices=precision.SETTINGS, default="auto",
+    p.add_argument("--precision", choices=params.PRECISIONS, default="auto",
                    help="forward pass: auto (default) = bf16 on CUDA capability >= 8.0, fp16 on "
                         "older GPUs, fp32 elsewhere, as the evaluate stage chooses")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
