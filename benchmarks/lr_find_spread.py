@@ -136,10 +136,11 @@ def spread_rows(name: str, runs: pd.DataFrame, curves: dict, smooth_f: float,
     """One row per rule: the pick of every combination of ``repeats`` recorded seeds (each seed
     alone when 1), their median, and the spread that 5 seeds of ``recipe.seed`` would show.
 
-    The spread of k-test averages is estimated from all combinations of k curves: the standard
-    deviation s of log(pick) over them, and exp(2.326 s), the expected max/min of 5 independent
-    draws from a log-normal with that s. With one test per pick the observed max/min over the
-    seeds is given too.
+    The spread of k-test averages is estimated from all combinations of k of the N curves: the
+    standard deviation s of log(pick) over them, times sqrt((N - 1) / (N - k)) because
+    combinations share curves (the finite-population correction, exact for a mean of k of N),
+    and exp(2.326 s), the expected max/min of 5 independent draws from a log-normal with that
+    s. With one test per pick the observed max/min over the seeds is given too.
     """
     seeds = sorted(curves)
     smoothed = {s: lr_range.smooth(curves[s][1], smooth_f) for s in seeds}
@@ -154,7 +155,8 @@ def spread_rows(name: str, runs: pd.DataFrame, curves: dict, smooth_f: float,
                 [(curves[s][0][:len(smoothed[s])], smoothed[s]) for s in group])
             picks.append(lr_range.pick_max_lr(lrs, losses, rule, fraction).max_lr)
         picks = np.array(picks)
-        sd = float(np.std(np.log(picks), ddof=1))
+        n = len(seeds)
+        sd = float(np.std(np.log(picks), ddof=1)) * np.sqrt((n - 1) / (n - repeats))
         rows.append({
             "range": name, "steps": int(runs.num_iter.iloc[0]), "smooth_f": smooth_f,
             "rule": label, "repeats": repeats, "seeds": len(seeds),
