@@ -53,8 +53,9 @@ class LrPick:
 
 def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, loader,
                device: torch.device, start_lr: float, end_lr: float, num_iter: int,
-               step_mode: str, precision: Precision | None = None, smooth_f: float = 0.05,
-               diverge_th: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+               step_mode: str, precision: Precision | None = None,
+               smooth_f: float = SMOOTH_F, diverge_th: float = DIVERGE_TH
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Run torch-lr-finder's range test; return ``(lrs, smoothed losses)`` as float64 arrays.
 
     ``smooth_f`` and ``diverge_th`` are torch-lr-finder's: the losses are an exponential moving

@@ -393,7 +393,7 @@ README_COMMANDS: list[tuple[str, str | None]] = [
     (r"source \.venv/bin/activate", None),
     (r"\.venv/bin/dvc ", None),
     (r"dvc (repro|metrics diff|params diff|plots show)\b", None),
-    (r"dvc exp run -S train\.", None),
+    (r"dvc exp run -S (train|recipe)\.", None),
     (r"dvc exp show\b", None),
     (r"for lr in ", None),
     (r"dvc queue (start|logs)\b", None),
