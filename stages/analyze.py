@@ -6,9 +6,9 @@ import torch
 
 from resnet9 import (atomic_io, augment, data, figures, gradcam, loaders, model, model_file, params,
                      precision, runtime)
-from stages import runner
 from resnet9.paths import (CONFUSION_CSV, FIGURES, LR_SCHEDULE, MODEL_FILE, MODEL_SUMMARY,
                            PER_CLASS_CSV, TRAIN_HISTORY)
+from stages import runner
 
 PER_CLASS = 5  # sample images per class in the augmentation grids
 

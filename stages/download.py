@@ -3,8 +3,8 @@
 import numpy as np
 
 from resnet9 import atomic_io, cifar10, data, params
-from stages import runner
 from resnet9.paths import ARRAYS_FILE, DATASET_DIR, META_FILE
+from stages import runner
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ more columns would crowd `dvc exp show`)."""
 import pandas as pd
 
 from resnet9 import atomic_io, data, engine, loaders, model_file, params, precision, runtime
-from stages import runner
 from resnet9.paths import CONFUSION_CSV, EVALUATE_METRICS, MODEL_FILE, PER_CLASS_CSV
+from stages import runner
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ torch eager -> metrics/export.json (logit differences, top-1 agreement, file siz
 import torch
 
 from resnet9 import atomic_io, data, export, model_file, params
-from stages import runner
 from resnet9.paths import EXPORT_METRICS, MODEL_FILE, ONNX_FILE, TORCHSCRIPT_FILE
+from stages import runner
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ Its pick is a suggestion (``suggested_max_lr``): train uses it only when ``train
 import pandas as pd
 
 from resnet9 import atomic_io, data, figures, loaders, lr_range, params, precision, recipe, runtime
-from stages import runner
 from resnet9.paths import LR_FIND_CSV, LR_FIND_METRICS, LR_FIND_PNG
+from stages import runner
 
 
 def main() -> None:

@@ -1,8 +1,7 @@
-"""Stage train: ResNet-9, Adam, One Cycle -> data/model.pt, metrics/train.json (the LRs used,
-final train loss and accuracy, speed), metrics/provenance.json, plots/train_history.csv and
-metrics/live/metrics.json (DVCLive; both after every epoch: resnet9/live.py),
-plots/lr_schedule.csv (resnet9/paths.py). With train.nproc_per_node > 1 it relaunches itself
-under torchrun (DistributedDataParallel); rank 0 writes the outputs.
+"""Stage train: ResNet-9, Adam, One Cycle -> the model file, the run's metrics, provenance and
+curves (the outputs: dvc.yaml, resnet9/paths.py); the progress files after every epoch
+(resnet9/live.py). With train.nproc_per_node > 1 it relaunches itself under torchrun
+(DistributedDataParallel); rank 0 writes the outputs.
 
 An interrupted single-process run resumes from its checkpoint in .cache/checkpoints/ (not a
 DVC output; resnet9/checkpoint.py says where and when), deleted once the run completes."""
@@ -15,10 +14,10 @@ import torch
 
 from resnet9 import (atomic_io, checkpoint, data, distributed, engine, live, loaders, model_file,
                      params, precision, provenance, recipe, runtime, schedule)
-from stages import runner
 from resnet9.params import ModelParams, RecipeParams, TrainParams
 from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, TRAIN_HISTORY,
                            TRAIN_METRICS)
+from stages import runner
 
 
 def main() -> None:
