@@ -262,14 +262,9 @@ def test_the_registered_model_comes_with_dvc_artifacts_get_and_predicts(repo, tm
     assert info["provenance"] == json.loads((repo / paths.PROVENANCE_FILE).read_text())
 
 
-def test_queued_experiments_both_appear_in_exp_show(repo):
-    commit_all(repo, "before experiments")
-    names = []
-    for lr in ("0.003", "0.03"):
-        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}").stdout
-        names.append(queued.split("Queued experiment '")[1].split("'")[0])
-    sh(repo, "dvc", "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 600
+def wait_for_the_queue(repo: Path, timeout_s: float) -> None:
+    """Until `dvc queue status` shows nothing queued or running; no task may have failed."""
+    deadline = time.monotonic() + timeout_s
     while True:
         status = sh(repo, "dvc", "queue", "status").stdout
         if "Queued" not in status and "Running" not in status:
@@ -277,6 +272,16 @@ def test_queued_experiments_both_appear_in_exp_show(repo):
         assert time.monotonic() < deadline, status
         time.sleep(3)
     assert "Failed" not in status, status + sh(repo, "dvc", "queue", "logs", "-a", check=False).stdout
+
+
+def test_queued_experiments_both_appear_in_exp_show(repo):
+    commit_all(repo, "before experiments")
+    names = []
+    for lr in ("0.003", "0.03"):
+        queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}").stdout
+        names.append(queued.split("Queued experiment '")[1].split("'")[0])
+    sh(repo, "dvc", "queue", "start", "-j", "1")
+    wait_for_the_queue(repo, timeout_s=600)
     # A queued run executes in a copy under .dvc/tmp/exps/, yet keeps its checkpoint in the
     # workspace's .cache/checkpoints/ ($DVC_ROOT), where the same command queued again finds it.
     for name in names:
@@ -428,17 +433,6 @@ def test_every_readme_command_is_run_or_skipped_with_a_reason():
         readme_entry(command)
 
 
-def _wait_for_the_queue(repo: Path) -> None:
-    deadline = time.monotonic() + 900
-    while True:
-        status = sh(repo, "dvc", "queue", "status").stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        assert time.monotonic() < deadline, status
-        time.sleep(3)
-    assert "Failed" not in status, status
-
-
 def test_the_readme_commands_run(repo):
     """The README's runnable commands, in its order, in the e2e repo (tiny settings: width
     0.25, 2,000 images), through bash as a user types them. Placeholders get real values:
@@ -463,5 +457,5 @@ def test_the_readme_commands_run(repo):
                                       f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
         ran_commands.append(command)
         if command.startswith("dvc queue start"):
-            _wait_for_the_queue(repo)
+            wait_for_the_queue(repo, timeout_s=900)
     assert len(ran_commands) >= 15, ran_commands
