@@ -1,4 +1,6 @@
-"""Stage analyze: figures for people -> plots/*.png and plots/model_summary.txt."""
+"""Stage analyze: figures for people (PNGs of the evaluation, the training curves, samples,
+misclassified images and their Grad-CAM) and the model summary. Outputs: dvc.yaml,
+resnet9/paths.py."""
 
 import numpy as np
 import pandas as pd

@@ -1,4 +1,5 @@
-"""Stage download: CIFAR-10 from data.source -> data/cifar10/ (arrays.npz + meta.json)."""
+"""Stage download: CIFAR-10 from ``data.source`` (the archive or a local npz), checked, as the
+canonical dataset every later stage reads. Outputs: dvc.yaml, resnet9/paths.py."""
 
 import numpy as np
 

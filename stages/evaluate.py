@@ -1,6 +1,6 @@
-"""Stage evaluate: test top-1 accuracy and loss -> metrics/evaluate.json; the confusion pairs
-and per-class accuracy -> plots/confusion.csv, plots/per_class.csv (a plot, not a metric: ten
-more columns would crowd `dvc exp show`)."""
+"""Stage evaluate: the test set's top-1 accuracy and loss (a metric), and the confusion pairs and
+per-class accuracy (plots, not metrics: ten more columns would crowd `dvc exp show`). Outputs:
+dvc.yaml, resnet9/paths.py."""
 
 import pandas as pd
 

@@ -1,5 +1,6 @@
-"""Stage export: data/model.pt -> data/model.onnx, data/model.ts, checked on test images against
-torch eager -> metrics/export.json (logit differences, top-1 agreement, file sizes, images/s)."""
+"""Stage export: the model file as ONNX and TorchScript, each checked on test images against
+torch eager (logit differences, top-1 agreement, file sizes, images/s). Outputs: dvc.yaml,
+resnet9/paths.py."""
 
 import torch
 

@@ -1,5 +1,5 @@
-"""Stage lr_find: LR range test (``lr_find.repeats`` of them, averaged) -> metrics/lr_find.json,
-plots/lr_find.{csv,png}.
+"""Stage lr_find: the LR range test (``lr_find.repeats`` of them, averaged), its curve and its
+pick. Outputs: dvc.yaml, resnet9/paths.py.
 
 Its pick is a suggestion (``suggested_max_lr``): train uses it only when ``train.max_lr`` is
 ``auto``, and writes the LR it actually used to metrics/train.json."""

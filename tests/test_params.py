@@ -1,11 +1,15 @@
+import importlib
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from resnet9 import params
 from resnet9.params import ParamsError
+from stages import runner
 
 from conftest import ROOT
 
@@ -147,6 +151,23 @@ def test_load_reports_missing_file_and_section(tmp_path):
         params.load("train", path=tmp_path / "params.yaml")
 
 
+def _params_with(tmp_path: Path, section: str, key: str, value) -> None:
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
+
+
+def _assert_refused(stage: str, section: str, key: str, value, status: int, stderr: str,
+                    folder: Path) -> None:
+    assert status == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"{stage}: error: {section}.{key}: {value!r}")
+    assert sorted(p.name for p in folder.iterdir()) == ["params.yaml"]
+
+
+# In-process: each stage's main under the runner, as `python -m stages.<stage>` runs it (the
+# next test runs that command itself once).
 @pytest.mark.parametrize("stage, section, key, value", [
     ("download", "data", "train_subset", 0),
     ("lr_find", "lr_find", "step_mode", "log"),
@@ -155,21 +176,31 @@ def test_load_reports_missing_file_and_section(tmp_path):
     ("lr_find", "recipe", "batch_size", 0),
     ("evaluate", "evaluate", "tta", "yes"),
     ("analyze", "analyze", "gradcam_layer", "fc"),
+    ("export", "train", "epochs", "abc"),  # export reads no section, and still validates
 ])
 def test_stage_with_bad_params_exits_nonzero_with_one_line_and_writes_nothing(
-        tmp_path, stage, section, key, value):
+        tmp_path, monkeypatch, capsys, stage, section, key, value):
     import torch
 
     if value == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    doc[section][key] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=tmp_path,
+    _params_with(tmp_path, section, key, value)
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module(f"stages.{stage}")
+    handler = signal.getsignal(signal.SIGTERM)  # the runner installs its own
+    try:
+        with pytest.raises(SystemExit) as exited:
+            runner.run_stage(stage, module.main)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    _assert_refused(stage, section, key, value, exited.value.code, capsys.readouterr().err,
+                    tmp_path)
+
+
+def test_the_stage_command_refuses_bad_params_the_same_way(tmp_path):
+    _params_with(tmp_path, "data", "train_subset", 0)
+    proc = subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"{stage}: error: {section}.{key}: {value!r}")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    _assert_refused("download", "data", "train_subset", 0, proc.returncode, proc.stderr,
+                    tmp_path)

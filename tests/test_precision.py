@@ -6,13 +6,19 @@ import torch
 from torch import nn
 
 from resnet9 import engine, lr_range, precision
-from resnet9.model import ResNet9, ResNet9Config
 from conftest import ROOT
 from resnet9.params import ParamsError, parse, read
 from resnet9.precision import Precision
 from resnet9.schedule import one_cycle
 
 CPU = torch.device("cpu")
+
+
+def small_net() -> nn.Module:
+    """Two layers in ResNet-9's pattern (conv-BN-ReLU, then pool and FC): (N, 3, 32, 32) float32
+    -> (N, 10) logits. Small, because fp16 is slow on a CPU and the scaler's path is the same."""
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
 @pytest.mark.parametrize("setting, device_type, capability, expected", [
@@ -50,9 +56,9 @@ def test_resolve_on_this_cpu_is_fp32_with_a_disabled_scaler():
 
 
 def _train(amp: Precision, steps: int = 6):
-    """A width-0.125 ResNet-9 trained for ``steps`` Adam steps on one repeated batch."""
+    """The small net trained for ``steps`` Adam steps on one repeated batch."""
     torch.manual_seed(0)
-    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    net = small_net()
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     loader = [(x, y)] * steps
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
@@ -70,7 +76,7 @@ def test_disabled_scaler_trains_exactly_like_plain_fp32():
     assert not amp.scaler.is_enabled()
     net, losses = _train(amp)
     torch.manual_seed(0)
-    plain = ResNet9(ResNet9Config(width_multiplier=0.125))
+    plain = small_net()
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
     opt = torch.optim.Adam(plain.parameters(), lr=3e-3)
     sched = one_cycle(opt, 3e-3, 1, 6, 0.3, 10)
@@ -101,7 +107,7 @@ def test_fp16_with_a_forced_scale_trains_and_stays_finite():
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
 def test_overflowing_scale_skips_steps_and_backs_off():
     torch.manual_seed(0)
-    initial = ResNet9(ResNet9Config(width_multiplier=0.125)).state_dict()
+    initial = small_net().state_dict()
     amp = Precision("fp16", "cpu", init_scale=2.0**40)  # the scaled fp16 gradients overflow
     net, losses = _train(amp, steps=3)
     assert amp.scaler.get_scale() < 2.0**40  # halved at each skipped step
@@ -115,7 +121,7 @@ def test_overflowing_scale_skips_steps_and_backs_off():
 @pytest.mark.parametrize("name", ["fp32", "fp16", "bf16"])
 def test_lr_range_test_runs_at_each_precision(name):
     torch.manual_seed(0)
-    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    net = small_net()
     x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     opt = torch.optim.Adam(net.parameters(), lr=1e-7)
@@ -126,7 +132,7 @@ def test_lr_range_test_runs_at_each_precision(name):
 
 def test_predict_runs_under_the_precision_and_returns_float32():
     torch.manual_seed(0)
-    net = ResNet9(ResNet9Config(width_multiplier=0.125))
+    net = small_net()
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     loader = [(x, y)]
     fp32, _ = engine.predict(net, loader, CPU)
