@@ -1,27 +1,15 @@
 """Follow a run while it trains: after every epoch, the history so far and the latest epoch go
 to disk, where DVC's tools (and DVC Studio, through DVCLive) read them while the run goes on.
 
-Two files, one copy of each number's history:
+- :data:`resnet9.paths.TRAIN_HISTORY`: every epoch so far, one row each (the columns of
+  :class:`resnet9.engine.EpochStats`), rewritten atomically after each epoch; the one per-epoch
+  history (dvc.yaml's plots, the analyze stage).
+- :data:`resnet9.paths.LIVE_METRICS`: DVCLive's summary of the latest epoch (``step``, 1-based,
+  ``train.loss``, ``train.acc``, ``test.loss``, ``test.acc``, ``lr``, ``seconds``), a metric of
+  the train stage; a completed run keeps only ``step``.
 
-- :data:`resnet9.paths.TRAIN_HISTORY` (``plots/train_history.csv``): every epoch so far, one
-  row each (the columns of :class:`resnet9.engine.EpochStats`), rewritten atomically after each
-  epoch. It is
-  the only per-epoch history: ``dvc plots show`` / ``dvc plots diff`` draw it (dvc.yaml's
-  plots) and the analyze stage reads it.
-- :data:`resnet9.paths.LIVE_METRICS` (``metrics/live/metrics.json``): DVCLive's summary, the
-  latest epoch only: ``step`` (the epoch number, 1-based), ``train.loss``, ``train.acc``,
-  ``test.loss``, ``test.acc``, ``lr``, ``seconds``. A DVC metric of the train stage, so
-  ``dvc exp show`` and ``dvc metrics show`` list the running epoch. When the run completes it
-  keeps only ``step``: the final figures are then in ``metrics/train.json`` and
-  ``metrics/evaluate.json``, and six more columns for every completed run would push
-  ``max_lr`` out of a 120-column ``dvc exp show --only-changed`` (README).
-
-DVCLive (:class:`dvclive.Live`) runs with ``dvcyaml=False`` (dvc.yaml stays hand-written),
-``save_dvc_exp=False`` (it never makes an experiment or a git commit of its own; inside
-``dvc exp run`` DVC makes the experiment) and ``report=None``. Metrics are logged with
-``plot=False``: DVCLive writes no ``.tsv`` history of its own, the CSV above already holds it.
-With ``DVC_STUDIO_TOKEN`` set (or ``studio.token`` in DVC's config) DVCLive posts the summary
-to DVC Studio after each epoch, as it does by default; without one it posts nothing.
+DVCLive runs with ``dvcyaml=False``, ``save_dvc_exp=False``, ``report=None`` and logs with
+``plot=False``; why, and what reaches DVC Studio: docs/live.md.
 """
 
 from __future__ import annotations
