@@ -225,6 +225,7 @@ def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
     epochs, steps = loop.epochs, len(loop.train_loader)
     bar = tqdm(total=epochs * steps, initial=start_epoch * steps, unit="step",
                desc="train", dynamic_ncols=True, mininterval=1.0, disable=not show)
+
     def show_step(train_loss: float) -> None:
         bar.update()
         bar.set_postfix(train_loss=f"{train_loss:.3f}", refresh=False)
