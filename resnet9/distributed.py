@@ -1,10 +1,14 @@
 """Multi-process data-parallel training with torch.distributed (DistributedDataParallel).
 
 ``train.nproc_per_node > 1`` makes the train stage relaunch itself under ``torchrun``
-(``python -m torch.distributed.run --standalone``). Each rank trains on its own shard of the
-training set (see :func:`shard`) with a per-rank batch of ``batch_size // world``, so one
-step still sees ``batch_size`` images; DDP averages the gradients. NCCL on CUDA, gloo on CPU.
-Only rank 0 writes outputs.
+(``python -m torch.distributed.run --standalone``). Every epoch the training set is shuffled
+alike on all ranks and dealt out among them (torch's ``DistributedSampler`` with ``set_epoch``:
+:func:`sampler`), so N processes see the same distribution as one; each takes a batch of
+``batch_size // world``, so one step still sees ``batch_size`` images, and DDP averages the
+gradients. NCCL on CUDA, gloo on CPU. Only rank 0 writes outputs.
+
+Multi-node training (torchrun's rendezvous across hosts) is not supported: a spec run takes
+about a minute on one GPU, so a sweep spreads whole runs over machines instead (README).
 """
 
 from __future__ import annotations
@@ -13,11 +17,9 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
-
-from resnet9.data import Split
+from torch.utils.data import DistributedSampler
 
 
 def launched() -> bool:
@@ -41,13 +43,28 @@ def init(device: torch.device) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def shard(split: Split, rank: int, world: int, seed: int) -> Split:
-    """Rank ``rank``'s shard: every ``world``-th image of a permutation seeded alike on all
-    ranks (so a class-sorted split still gives every rank every class). Shards are disjoint
-    and of equal size; the ``len % world`` images left over are not used."""
-    order = np.random.default_rng(seed).permutation(len(split))
-    mine = np.sort(order[: len(split) - len(split) % world][rank::world])
-    return Split(split.x[mine], split.y[mine])
+def sampler(n: int, rank: int, world: int, seed: int) -> DistributedSampler:
+    """Rank ``rank``'s share of ``n`` training images, dealt anew every epoch: torch's
+    ``DistributedSampler`` shuffles ``range(n)`` with ``seed + epoch`` (the loader's
+    ``set_epoch``) alike on all ranks and gives rank r every ``world``-th index from r. The
+    shares of an epoch are disjoint and equal (``drop_last``: the ``n % world`` images left over
+    change from epoch to epoch), so every rank takes the same number of steps."""
+    return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
+def weights_differ(net: torch.nn.Module, device: torch.device) -> float:
+    """The largest absolute difference between this rank's parameters and rank 0's (0.0 outside
+    a process group); every rank gets the same answer. DDP keeps the parameters in step; a
+    non-zero value means the ranks trained different models."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0.0
+    mine = torch.cat([p.detach().float().flatten() for p in net.parameters()]).to(device)
+    first = mine.clone()
+    dist.broadcast(first, src=0)
+    worst = (mine - first).abs().max()
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    return float(worst)
 
 
 def mean(values: list[float], device: torch.device) -> list[float]:

@@ -234,6 +234,8 @@ def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             bar.set_description(f"train epoch {epoch + 1}/{epochs}")
+            if hasattr(loop.train_loader, "set_epoch"):  # a DDP rank: deal this epoch's share
+                loop.train_loader.set_epoch(epoch)
             train_loss, train_acc = train_one_epoch(loop, epoch, lrs=result.lrs,
                                                     on_step=show_step)
             train_loss, train_acc = distributed.mean([train_loss, train_acc], loop.device)

@@ -56,7 +56,8 @@ def _seed_worker(worker_id: int) -> None:
 
 class ImageLoader(torch.utils.data.DataLoader):
     """The ``albumentations`` backend: a DataLoader of ``(x, y)`` batches of ``split`` through
-    ``transform``, shuffled with ``generator`` when ``shuffle``.
+    ``transform``, shuffled with ``generator`` when ``shuffle``, or drawn from ``sampler`` (a
+    rank's share under DDP: :func:`resnet9.distributed.sampler`) when one is given.
 
     With workers, each one reseeds albumentations from torch's per-worker seed (itself drawn
     from ``generator``), so the batches are reproducible from ``generator`` alone; without, the
@@ -65,11 +66,16 @@ class ImageLoader(torch.utils.data.DataLoader):
 
     def __init__(self, split: Split, transform, batch_size: int, *, shuffle: bool,
                  num_workers: int, generator: torch.Generator | None = None,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, sampler: torch.utils.data.Sampler | None = None):
         super().__init__(AugmentedDataset(split, transform), batch_size=batch_size,
-                         shuffle=shuffle, num_workers=num_workers, generator=generator,
-                         pin_memory=pin_memory,
+                         shuffle=shuffle and sampler is None, sampler=sampler,
+                         num_workers=num_workers, generator=generator, pin_memory=pin_memory,
                          worker_init_fn=_seed_worker if num_workers else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Deal the images for ``epoch`` (0-based) when a DDP sampler draws them."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
     def rng_state(self) -> dict[str, Any]:
         """The shuffling generator's state and each transform's numpy and Python generator
@@ -100,29 +106,40 @@ class DeviceLoader:
 
     The images stay uint8 NHWC on the device (150 MB for CIFAR-10's 50,000). Each pass shuffles
     with ``torch.randperm`` and draws augmentations from ``generator`` (on the CPU or the
-    device), so a generator seeded alike gives the same epochs. ``len`` is the number of
-    batches: ceil(N / batch_size), or floor with ``drop_last``.
+    device), so a generator seeded alike gives the same epochs; with a ``sampler`` (a rank's
+    share under DDP: :func:`resnet9.distributed.sampler`) the sampler's indices are used
+    instead. ``len`` is the number of batches: ceil(N / batch_size), or floor with
+    ``drop_last``, N being the sampler's length when there is one.
     """
 
     def __init__(self, split: Split, batch_size: int, device: torch.device | str = "cpu",
                  shuffle: bool = True, augment: bool = True,
                  generator: torch.Generator | None = None, pad_mode: str = "reflect",
-                 drop_last: bool = False):
+                 drop_last: bool = False, sampler: torch.utils.data.Sampler | None = None):
         self.device = torch.device(device)
         self.x = torch.as_tensor(split.x).to(self.device)
         self.y = torch.as_tensor(split.y, dtype=torch.int64).to(self.device)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.generator = generator if generator is not None else torch.Generator()
-        self.pad_mode, self.drop_last = pad_mode, drop_last
+        self.pad_mode, self.drop_last, self.sampler = pad_mode, drop_last, sampler
 
     def __len__(self) -> int:
-        n = len(self.y) / self.batch_size
+        n = (len(self.sampler) if self.sampler is not None else len(self.y)) / self.batch_size
         return math.floor(n) if self.drop_last else math.ceil(n)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Deal the images for ``epoch`` (0-based) when a DDP sampler draws them."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def __iter__(self):
         n, gen = len(self.y), self.generator
-        order = (torch.randperm(n, generator=gen, device=gen.device).to(self.device)
-                 if self.shuffle else torch.arange(n, device=self.device))
+        if self.sampler is not None:
+            order = torch.tensor(list(self.sampler), device=self.device)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=gen, device=gen.device).to(self.device)
+        else:
+            order = torch.arange(n, device=self.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             x = self.x[idx]
@@ -156,9 +173,11 @@ def augment_backend(recipe: RecipeParams, device: torch.device) -> str:
 
 
 def train_loader(split: Split, recipe: RecipeParams, device: torch.device,
-                 generator: torch.Generator, world: int = 1) -> ImageLoader | DeviceLoader:
+                 generator: torch.Generator, world: int = 1,
+                 sampler: torch.utils.data.Sampler | None = None) -> ImageLoader | DeviceLoader:
     """Shuffled, augmented batches of ``recipe.batch_size // world`` images (``world``: the
-    number of DDP processes sharing a batch), from the backend :func:`augment_backend` picks.
+    number of DDP processes sharing a batch; ``sampler``: this rank's share of each epoch,
+    :func:`resnet9.distributed.sampler`), from the backend :func:`augment_backend` picks.
 
     Raises:
         ParamsError: ``recipe.batch_size`` exceeds the number of training images.
@@ -169,14 +188,14 @@ def train_loader(split: Split, recipe: RecipeParams, device: torch.device,
     batch_size = recipe.batch_size // world
     if augment_backend(recipe, device) == "torch":
         return DeviceLoader(split, batch_size, device, shuffle=True, augment=True,
-                            generator=generator, pad_mode=recipe.pad_mode)
+                            generator=generator, pad_mode=recipe.pad_mode, sampler=sampler)
     from resnet9 import augment  # albumentations and OpenCV: imported for this backend only
 
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     return ImageLoader(split, augment.train_transform(recipe.pad_mode, seed), batch_size,
                        shuffle=True, generator=generator,
                        num_workers=resolve_num_workers(recipe.num_workers, device),
-                       pin_memory=device.type == "cuda")
+                       pin_memory=device.type == "cuda", sampler=sampler)
 
 
 def test_loader(split: Split, device: torch.device, batch_size: int = TEST_BATCH_SIZE,

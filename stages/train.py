@@ -12,8 +12,9 @@ import time
 import pandas as pd
 import torch
 
-from resnet9 import (atomic_io, checkpoint, data, distributed, engine, live, loaders, model_file,
-                     params, precision, provenance, recipe, runtime, schedule)
+from resnet9 import (PipelineError, atomic_io, checkpoint, data, distributed, engine, live,
+                     loaders, model_file, params, precision, provenance, recipe, runtime,
+                     schedule)
 from resnet9.params import ModelParams, RecipeParams, TrainParams
 from resnet9.paths import (LR_SCHEDULE, META_FILE, MODEL_FILE, PROVENANCE_FILE, TRAIN_HISTORY,
                            TRAIN_METRICS)
@@ -48,10 +49,11 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
     every_s, keep = checkpoint.every_s(), checkpoint.keep()  # checked before any work
     run_params = params.read()  # for the provenance: params.yaml as this run read it
     train, test = data.load_dataset()
-    if world > 1:  # equal shards, so every rank takes the same number of steps
-        train = distributed.shard(train, rank, world, seed=recipe_p.seed)
     generator = runtime.seed_everything(recipe_p.seed + rank)  # DDP syncs weights from rank 0
-    train_loader = loaders.train_loader(train, recipe_p, device, generator, world)
+    # under DDP, each epoch's shuffle is dealt out among the ranks (the same on every rank)
+    share = (distributed.sampler(len(train), rank, world, recipe_p.seed) if world > 1
+             else None)
+    train_loader = loaders.train_loader(train, recipe_p, device, generator, world, share)
     clock.lap("data")
 
     net = recipe.build_model(model_p, device)
@@ -105,6 +107,12 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
             f"{err}; max_lr {max_lr:.4g} is {recipe.max_lr_source(train_p)}: lower it "
             "(train.max_lr: a number)") from None
     clock.lap("epochs")
+    if world > 1:  # DDP keeps the parameters in step; say so, or stop if it did not
+        differ = distributed.weights_differ(loop.net, device)
+        if differ > 0:
+            raise PipelineError(f"the {world} processes ended with different weights (largest "
+                                f"difference {differ:.3g}); no model file written")
+        log(f"train: the {world} processes ended with the same weights")
     if not main_rank:
         return
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once

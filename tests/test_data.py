@@ -9,6 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from resnet9 import cifar10, data
@@ -230,14 +231,41 @@ def test_archive_and_npz_give_a_byte_identical_canonical_dataset(tmp_path, monke
         assert {info.date_time for info in npz.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
-def test_distributed_shards_are_disjoint_equal_and_mixed():
-    from resnet9.distributed import shard
+def test_ddp_shares_are_disjoint_equal_mixed_and_dealt_anew_every_epoch():
+    from resnet9.distributed import sampler
 
-    ids = np.arange(1001)  # image i carries its index in its first pixel
-    x = np.zeros((1001, 32, 32, 3), dtype=np.int64)
-    x[:, 0, 0, 0] = ids
-    split = data.Split(x, np.sort(ids % 10))  # class-sorted labels
-    shards = [shard(split, rank, 2, seed=0) for rank in range(2)]
-    a, b = (set(s.x[:, 0, 0, 0].tolist()) for s in shards)
-    assert len(a) == len(b) == 500 and not a & b
-    assert all(len(np.unique(s.y)) == 10 for s in shards)
+    labels = np.sort(np.arange(1001) % 10)  # class-sorted, as CIFAR-10's archive is not
+    epochs = []
+    for epoch in range(2):
+        shares = []
+        for rank in range(2):
+            s = sampler(1001, rank, 2, seed=0)
+            s.set_epoch(epoch)
+            shares.append(list(s))
+        a, b = map(set, shares)
+        assert len(shares[0]) == len(shares[1]) == 500 and len(a) == 500 and not a & b
+        assert all(len(np.unique(labels[share])) == 10 for share in shares)
+        epochs.append(shares)
+    assert set(epochs[0][0]) != set(epochs[1][0])  # each epoch deals a different share
+    again = sampler(1001, 0, 2, seed=0)
+    again.set_epoch(1)
+    assert list(again) == epochs[1][0]  # the same seed and epoch deal the same share
+
+
+@pytest.mark.parametrize("backend", ["albumentations", "torch"])
+def test_a_train_loader_with_a_ddp_share_yields_that_share_each_epoch(backend):
+    from resnet9 import loaders, params
+    from resnet9.distributed import sampler
+
+    x = np.zeros((40, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(40) % 10
+    recipe = params.load("recipe", path=ROOT / "params.yaml").model_copy(
+        update={"batch_size": 8, "augment_backend": backend, "num_workers": 0})
+    share = sampler(40, 1, 2, seed=3)
+    loader = loaders.train_loader(data.Split(x, y), recipe, torch.device("cpu"),
+                                  torch.Generator().manual_seed(0), world=2, sampler=share)
+    assert len(loader) == 5  # 20 images of rank 1 in batches of 8 // 2
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        seen = np.concatenate([batch_y.numpy() for _, batch_y in loader])
+        assert seen.tolist() == y[list(share)].tolist()

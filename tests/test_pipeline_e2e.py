@@ -280,7 +280,7 @@ def test_queued_experiments_both_appear_in_exp_show(repo):
     for lr in ("0.003", "0.03"):
         queued = sh(repo, "dvc", "exp", "run", "--queue", "-S", f"train.max_lr={lr}").stdout
         names.append(queued.split("Queued experiment '")[1].split("'")[0])
-    sh(repo, "dvc", "queue", "start", "-j", "1")
+    sh(repo, "dvc", "queue", "start", "-j", "2")  # two workers: the two runs at once
     wait_for_the_queue(repo, timeout_s=600)
     # A queued run executes in a copy under .dvc/tmp/exps/, yet keeps its checkpoint in the
     # workspace's .cache/checkpoints/ ($DVC_ROOT), where the same command queued again finds it.

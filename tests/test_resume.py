@@ -179,23 +179,29 @@ def test_ema_weights_are_evaluated_and_saved_and_an_ema_run_resumes_exactly(tmp_
     assert all(torch.equal(saved[k], resumed_saved[k]) for k in saved)
 
 
-def test_two_process_ddp_on_cpu_matches_the_single_process_run(tmp_path):
-    runs = {}
-    for nproc in (1, 2):
-        work = train_workdir(tmp_path, f"nproc{nproc}", nproc_per_node=nproc, epochs=3)
+def test_two_process_ddp_on_cpu_ends_with_equal_weights_within_the_seed_spread(tmp_path):
+    """Two gloo processes at seeds 0 and 1 against one process at seeds 0, 1 and 2, all with the
+    global batch of 64: every rank ends with the same weights, and the two kinds of run overlap
+    in final test accuracy. (On these 200 easy test images one process ends at 0.98-1.0 and two
+    at 0.90-1.0: each rank's BatchNorm sees 32 images, and SyncBatchNorm needs CUDA.)"""
+    def final_accuracy(name: str, **settings) -> float:
+        work = train_workdir(tmp_path, name, epochs=3, **settings)
         learnable_data(work)
-        proc = start_train(work)
-        out, err = proc.communicate(timeout=600)
+        out, err = (proc := start_train(work)).communicate(timeout=900)
         assert proc.returncode == 0, out + err
-        runs[nproc] = train_history(work)
         assert sorted(p.name for p in (work / "data").iterdir()) == ["cifar10", "model.pt"]
         assert not (work / CKPT_DIR).exists()
-    two = runs[2].iloc[-1]
-    assert "relaunching under torchrun with 2 processes" in out
-    assert len(runs[2]) == 3
-    assert two.test_acc > 0.5
-    assert abs(two.test_acc - runs[1].iloc[-1].test_acc) < 0.15
-    assert abs(two.train_loss - runs[1].iloc[-1].train_loss) < 0.3
+        history = train_history(work)
+        assert len(history) == 3
+        if settings.get("nproc_per_node") == 2:
+            assert "relaunching under torchrun with 2 processes" in out
+            assert "train: the 2 processes ended with the same weights" in out
+        return history.iloc[-1].test_acc
+
+    single = [final_accuracy(f"one{seed}", seed=seed) for seed in (0, 1, 2)]
+    two = [final_accuracy(f"two{seed}", seed=seed, nproc_per_node=2) for seed in (0, 1)]
+    assert min(single) <= max(two) and min(two) <= max(single), (two, single)
+    assert min(two) > 0.5
 
 
 def test_checkpoint_location_follows_dvc_root():
