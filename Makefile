@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast quick install
+.PHONY: repro test test-fast quick install demo space
 
 install: $(STAMP)
 
@@ -44,3 +44,27 @@ QUICK := -S model.width_multiplier=0.25 -S data.train_subset=25000 -S data.test_
 
 quick: $(STAMP)
 	dvc exp run $(QUICK) $(EXTRA)
+
+# The demo app on http://127.0.0.1:7860 (resnet9/app.py); MODEL=... for another model file,
+# APP_ARGS for more arguments (e.g. APP_ARGS="--port 7861 --test-data ../shared/data/cifar10.npz").
+MODEL ?= data/model.pt
+APP_ARGS ?=
+
+demo: $(STAMP)
+	python -m resnet9.app --model $(MODEL) $(APP_ARGS)
+
+# A Hugging Face Space (sdk: gradio) in $(SPACE_DIR), ready to push: app/ (entry point, README
+# with the Space's settings, requirements without the training stack, examples), the resnet9
+# package and $(MODEL) as data/model.pt. Fails, naming the file, if $(MODEL) is not a usable model.
+SPACE_DIR ?= build/space
+
+space: $(STAMP)
+	python -m resnet9.predict --info --model $(MODEL) > /dev/null
+	@test ! -e $(SPACE_DIR) || test -f $(SPACE_DIR)/app.py || \
+		{ echo "space: $(SPACE_DIR) exists and is not a Space folder; not replacing it" >&2; exit 1; }
+	rm -rf $(SPACE_DIR) && mkdir -p $(SPACE_DIR)/data
+	cp -r app/app.py app/requirements.txt app/README.md app/.gitattributes app/examples resnet9 \
+		$(SPACE_DIR)/
+	rm -rf $(SPACE_DIR)/resnet9/__pycache__
+	cp $(MODEL) $(SPACE_DIR)/data/model.pt
+	@echo "space: assembled $(SPACE_DIR) with $(MODEL); try it: cd $(SPACE_DIR) && python app.py"

@@ -130,21 +130,33 @@ class Prediction:
                 "top_k": [{"class": c, "probability": p} for c, p in self.top]}
 
 
+def gradcam_maps(net: torch.nn.Module, layer: str, x: torch.Tensor, targets: Sequence[int],
+                 device: torch.device, amp: precision.Precision):
+    """Grad-CAM heatmaps (N, H, W) float32 in [0, 1] of normalized inputs ``x`` (N, 3, H, W)
+    for class indices ``targets`` (N,) at block ``layer`` (one of :data:`GRADCAM_LAYERS`):
+    captum's LayerGradCam (:func:`resnet9.gradcam.gradcam`) under ``amp``, channels_last as in
+    :func:`probabilities`. Shared by :func:`write_gradcams` and the app (:mod:`resnet9.app`)."""
+    from resnet9 import gradcam
+
+    targets = torch.as_tensor(targets, dtype=torch.int64, device=device)
+    inputs = x.to(device).contiguous(memory_format=torch.channels_last)
+    with amp.autocast():
+        return gradcam.gradcam(net, getattr(net, layer), inputs, targets).numpy()
+
+
 def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Image],
                    x: torch.Tensor, predictions: Sequence[Prediction], classes: Sequence[str],
                    directory: Path, device: torch.device, amp: precision.Precision) -> None:
-    """Write one Grad-CAM overlay per image (captum's LayerGradCam at ``layer`` for the
-    predicted class, under ``amp``, drawn over the 32x32 input as the analyze stage does) to
+    """Write one Grad-CAM overlay per image (:func:`gradcam_maps` for the predicted class,
+    drawn over the 32x32 input as the analyze stage does) to
     ``directory/<file name>.gradcam.png`` (``<file name>.<index>.gradcam.png`` for a repeated
     name), and set each prediction's ``gradcam`` path."""
     import numpy as np
 
-    from resnet9 import atomic_io, figures, gradcam
+    from resnet9 import atomic_io, figures
 
-    targets = torch.tensor([classes.index(p.top[0][0]) for p in predictions], device=device)
-    inputs = x.to(device).contiguous(memory_format=torch.channels_last)
-    with amp.autocast():
-        cams = gradcam.gradcam(net, getattr(net, layer), inputs, targets).numpy()
+    cams = gradcam_maps(net, layer, x, [classes.index(p.top[0][0]) for p in predictions],
+                        device, amp)
     used: set[str] = set()
     for i, (image, pred) in enumerate(zip(images, predictions)):
         name = f"{Path(pred.file).name}.gradcam.png"

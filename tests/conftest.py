@@ -136,6 +136,14 @@ def readme_command(prefix: str) -> list[str]:
     raise AssertionError(f"README.md has no line starting with {prefix!r}")
 
 
+def readme_line(prefix: str) -> str:
+    """The README's command line that starts with ``prefix``, as written (for ``bash -c``)."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+
+
 def set_params(repo: Path, **changes: dict) -> None:
     doc = yaml.safe_load((repo / "params.yaml").read_text())
     for section, values in changes.items():

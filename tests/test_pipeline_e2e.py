@@ -1,13 +1,14 @@
 """End to end: real `dvc repro` in a temporary git repo on a real CIFAR-10 subset.
 
-Small overrides: width 0.25, 2,000 train / 1,000 test images, 2 epochs, batch 128, 30 LR-finder
-steps. Checks every declared output, what reruns and what does not, `dvc metrics diff`,
+Small overrides (TINY below): width 0.125, 1,000 train / 500 test images, 2 epochs, batch 128, 20
+LR-finder steps. Checks every declared output, what reruns and what does not, `dvc metrics diff`,
 `dvc plots show`, a remote, `dvc artifacts get` of the registered model, queued experiments.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import shutil
@@ -23,13 +24,16 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, commit_all, copy_project, readme_command, set_params, sh
+from conftest import ROOT, commit_all, copy_project, readme_command, readme_line, set_params, sh
 from resnet9 import paths
 
 STAGES = ["download", "lr_find", "train", "evaluate", "analyze", "export"]
 MODEL_NAME = "resnet9-cifar10"  # dvc.yaml artifacts
 
 pytestmark = pytest.mark.slow  # real dvc / training subprocesses: not in `make test-fast`
+
+# The e2e repo's size: small enough that each pipeline run takes seconds on two CPU cores.
+TINY = {"train": 1000, "test": 500, "width": 0.125, "batch": 128}
 
 
 def table_header(table: str) -> list[str]:
@@ -45,10 +49,11 @@ def ran(proc: subprocess.CompletedProcess) -> set[str]:
 def repo(tmp_path_factory, cifar_npz) -> Path:
     repo = copy_project(tmp_path_factory.mktemp("pipeline"))
     set_params(repo,
-               data={"source": str(cifar_npz), "train_subset": 2000, "test_subset": 1000},
-               model={"width_multiplier": 0.25},
-               lr_find={"num_iter": 30},
-               recipe={"batch_size": 128},
+               data={"source": str(cifar_npz), "train_subset": TINY["train"],
+                     "test_subset": TINY["test"]},
+               model={"width_multiplier": TINY["width"]},
+               lr_find={"num_iter": 20},
+               recipe={"batch_size": TINY["batch"]},
                train={"epochs": 2, "peak_epoch": 1})
     sh(repo, "git", "init", "-q")
     commit_all(repo, "project")
@@ -73,14 +78,15 @@ def test_every_declared_output_exists_and_parses(repo):
     assert history.epoch.tolist() == [1, 2]
     assert history[["train_acc", "test_acc"]].stack().between(0, 1).all()
     schedule = pd.read_csv(repo / paths.LR_SCHEDULE)
-    assert len(schedule) == 2 * 16 and list(schedule.columns) == ["step", "lr"]
+    steps_per_epoch = math.ceil(TINY["train"] / TINY["batch"])
+    assert len(schedule) == 2 * steps_per_epoch and list(schedule.columns) == ["step", "lr"]
     trained = json.loads((repo / paths.TRAIN_METRICS).read_text())
     assert trained["max_lr"] == lr["suggested_max_lr"]  # max_lr: auto takes the suggestion
     assert trained["min_lr"] == pytest.approx(trained["max_lr"] / 10)
     assert trained["train_loss"] == pytest.approx(history.train_loss.iloc[-1])
     assert trained["train_acc"] == pytest.approx(history.train_acc.iloc[-1])
     assert trained["train_seconds"] == pytest.approx(history.seconds.sum())
-    assert trained["images_per_s"] == pytest.approx(2 * 2000 / history.seconds.sum())
+    assert trained["images_per_s"] == pytest.approx(2 * TINY["train"] / history.seconds.sum())
     assert isinstance(trained["learned"], bool)
     phases = json.loads((repo / paths.PROVENANCE_FILE).read_text())["stage_seconds"]
     assert list(phases) == ["imports", "data", "setup", "epochs", "total"]  # until the outputs
@@ -92,16 +98,16 @@ def test_every_declared_output_exists_and_parses(repo):
     assert 0 <= ev["accuracy"] <= 1 and ev["loss"] > 0
     assert sorted(ev) == ["accuracy", "loss", "test_images", "tta_accuracy"]  # no per-class
     confusion = pd.read_csv(repo / paths.CONFUSION_CSV)
-    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 1000
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == TINY["test"]
     assert (confusion.actual == confusion.predicted).mean() == pytest.approx(ev["accuracy"])
     per_class = pd.read_csv(repo / paths.PER_CLASS_CSV)
     assert list(per_class.columns) == ["class", "accuracy"] and len(per_class) == 10
 
     saved = torch.load(repo / paths.MODEL_FILE, weights_only=True)
-    assert saved["model_params"] == {"width_multiplier": 0.25}
+    assert saved["model_params"] == {"width_multiplier": TINY["width"]}
     assert saved["classes"][9] == "truck"
     meta = json.loads((repo / paths.META_FILE).read_text())
-    assert meta["counts"] == {"train": 2000, "test": 1000}
+    assert meta["counts"] == {"train": TINY["train"], "test": TINY["test"]}
     provenance = json.loads((repo / paths.PROVENANCE_FILE).read_text())
     assert provenance == saved["provenance"]
     assert provenance["git_commit"] == sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
@@ -110,7 +116,7 @@ def test_every_declared_output_exists_and_parses(repo):
     assert provenance["params"]["train"]["epochs"] == 2 and provenance["train_seconds"] > 0
 
     export = json.loads((repo / paths.EXPORT_METRICS).read_text())
-    assert export["images"] == 1000
+    assert export["images"] == TINY["test"]
     for name, path in (("onnx", "data/model.onnx"), ("torchscript", "data/model.ts")):
         assert export[name]["top1_agreement"] == 1.0
         assert export[name]["file_bytes"] == (repo / path).stat().st_size
@@ -356,14 +362,6 @@ def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz
 
 # ---- after the tests above: these commit the workspace and leave a failed experiment ------
 
-def readme_line(prefix: str) -> str:
-    """The README's command line that starts with ``prefix``, as written (for ``bash -c``)."""
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if line.startswith(prefix):
-            return line
-    raise AssertionError(f"README.md has no line starting with {prefix!r}")
-
-
 def test_a_bad_param_stops_the_first_stage_before_any_work_and_the_readme_restores(repo):
     commit_all(repo, "the reference run")  # as in the project: outputs and lock committed
     proc = sh(repo, "dvc", "exp", "run", "-S", "lr_find.num_iter=21", "-S", "train.epochs=abc",
@@ -392,12 +390,16 @@ README_COMMANDS: list[tuple[str, str | None]] = [
     (r"make test\b", "the test suite itself (CI runs it)"),
     (r"make quick\b", "test_make_quick_runs_the_whole_pipeline_as_an_experiment runs it"),
     (r"dvc exp run -S data\.source=", "the full spec: hours on a CPU"),
-    (r"git clone <repo>", "test_push_to_a_remote_and_pull_into_a_fresh_clone runs it"),
-    (r"dvc remote add ", "test_push_to_a_remote_and_pull_into_a_fresh_clone runs it"),
-    (r"dvc push\b", "test_push_to_a_remote_and_pull_into_a_fresh_clone runs it"),
+    (r"make demo\b", "serves until stopped: tests/test_app_browser.py runs the app in Chromium"),
+    (r"make space\b", "tests/test_app.py assembles the Space and starts it in a fresh venv"),
+    (r"dvc remote add -d team ssh://", "tests/test_team.py runs the team recipe (local sshd)"),
+    (r"git commit -m \"Team DVC remote\"", "tests/test_team.py runs the team recipe"),
+    (r"dvc exp run --pull --allow-missing", "tests/test_team.py runs it (scripts/sweep/task.sh)"),
+    (r"dvc exp (push|pull|apply) ", "tests/test_team.py runs the team recipe"),
+    (r"dvc metrics diff <name> <other-name>", "tests/test_team.py runs the team recipe"),
     (r"source \.venv/bin/activate", None),
     (r"\.venv/bin/dvc ", None),
-    (r"dvc (repro|metrics diff|params diff|plots show)\b", None),
+    (r"dvc (repro|metrics diff|params diff|plots show)\b(?!.*<)", None),
     (r"dvc exp run -S (train|recipe)\.", None),
     (r"dvc exp show\b", None),
     (r"for lr in ", None),
@@ -435,7 +437,7 @@ def test_every_readme_command_is_run_or_skipped_with_a_reason():
 
 def test_the_readme_commands_run(repo):
     """The README's runnable commands, in its order, in the e2e repo (tiny settings: width
-    0.25, 2,000 images), through bash as a user types them. Placeholders get real values:
+    0.125, 1,000 images), through bash as a user types them. Placeholders get real values:
     ``<name>`` a queued experiment's name; the images of the predict examples are CIFAR-10
     test images saved as files."""
     commit_all(repo, "before the README's commands")
