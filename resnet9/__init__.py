@@ -27,6 +27,7 @@ Modules, each small and with one job:
 - :mod:`resnet9.live`      a run's progress after every epoch (history CSV, DVCLive)
 - :mod:`resnet9.export`    ONNX and TorchScript exports, checked against torch eager
 - :mod:`resnet9.predict`   ``python -m resnet9.predict``: classify image files, ``--info``
+- :mod:`resnet9.app`       ``python -m resnet9.app``: the Gradio demo (``make demo``)
 """
 
 import os
