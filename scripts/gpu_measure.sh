@@ -21,14 +21,20 @@
 #   speed  : benchmarks/speed.py on the device at width 1.0, batch 512;
 #   (runs after the first:) while BUDGET_S (default 480) seconds are not spent.
 # Writes $OUT/summary.md (one line per run), $OUT/log.txt and $OUT/results.tgz (each run's
-# metrics/, plots/*.csv and stage logs). Env: RUNS (the default is below), BUDGET_S, BASE
-# (overrides added to every run, e.g. for a CPU rehearsal).
+# metrics/, plots/*.csv and stage logs), and the model file of run $KEEP_MODEL (default seed0:
+# the params.yaml defaults) as $OUT/model.pt.part0, part1, ... (15 MiB each: a file that comes
+# back is at most 16 MiB). To make that run the committed reference, here:
+#   cat model.pt.part* > data/model.pt; unpack its metrics/ and plots/*.csv from results.tgz;
+#   dvc commit    # the lock takes this commit's code and those outputs: no stage shows changed
+# Env: RUNS (the default is below), BUDGET_S, BASE (overrides added to every run, e.g. for a CPU
+# rehearsal), KEEP_MODEL.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repo: no pip install -e there
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 RUNS=${RUNS:-smoke spread lr:1.5e-3 lr:2.5e-3 lr:4e-3 lr:6e-3 lr:9e-3 seed0 seed1 seed2}
 BUDGET_S=${BUDGET_S:-540}
 BASE=${BASE:-}
+KEEP_MODEL=${KEEP_MODEL:-seed0}
 SHA=a44cc18e4ad961b5158c7da062a6232fb65938b615bf013046199b823b75c43d
 NPZ=/tmp/cifar10.npz
 R=/tmp/gpu-results; rm -rf "$R"; mkdir -p "$R"
@@ -85,6 +91,11 @@ pipeline() {  # tag key=value ...
     echo "[$tag] $stage ${t}s: $(tail -1 "$dir/$stage.log")"
   done
   cp -r metrics "$dir/" 2>/dev/null; cp plots/*.csv "$dir/" 2>/dev/null
+  if [ $ok = 1 ] && [ "$tag" = "$KEEP_MODEL" ]; then  # the reference candidate's model file
+    rm -f "$OUT"/model.pt.part*
+    split -b 15M -d -a 1 data/model.pt "$OUT/model.pt.part"
+    sha256sum data/model.pt | sed "s#data/model.pt#model.pt ($tag)#" >> "$OUT/summary.md"
+  fi
   if [ $ok = 1 ]; then
     line="$line $(python3 - <<'PY'
 import json, pandas as pd
