@@ -6,7 +6,9 @@
 # Default runs (issue 19): raw range-test curves at seeds 0-9 in bf16 and fp32 (spread), a
 # fixed-max_lr sweep at seed 0 (1.5e-3 to 9e-3: accuracy against max_lr at the spec), then the
 # params.yaml defaults (the LR range test's rule) at seeds 0, 1 and 2. Runs that fix train.max_lr skip lr_find; download runs only when data.* changes.
-# Use: `cp scripts/gpu_measure.sh .gpu3/measure.sh` after ../shared/gpu/pack.sh.
+# Use: after ../shared/gpu/pack.sh (which copies this file to .gpu3/measure.sh), run
+#   git rev-parse --short HEAD > .gpu3/COMMIT   # the GPU machine's copy may have no .git
+# Rehearsed on the CPU in ../shared/gpu/gpu-like-venv.sh's venv (no dvc, dvclive, onnx): docs/gpu.
 # GPU machine, step 3 (from the project's root), after the transfer of .gpu1 (step 1), setup.sh
 # with .gpu2 (step 2) and the transfer of .gpu3 (this step). Joins the dataset, then runs the pipeline's stages
 # (download, lr_find, train, evaluate; no dvc needed) with params.yaml edited per run:
@@ -19,15 +21,15 @@
 #            precision (bf16) and in fp32 (benchmarks/lr_find_spread.py: issue 19's spread
 #            table on the GPU; `analyze` here once the CSVs are back);
 #   speed  : benchmarks/speed.py on the device at width 1.0, batch 512;
-#   (runs after the first:) while BUDGET_S (default 480) seconds are not spent.
+#   (runs after the first:) while BUDGET_S seconds (default 540) are not spent.
 # Writes $OUT/summary.md (one line per run), $OUT/log.txt and $OUT/results.tgz (each run's
 # metrics/, plots/*.csv and stage logs), and the model file of run $KEEP_MODEL (default seed0:
 # the params.yaml defaults) as $OUT/model.pt.part0, part1, ... (15 MiB each: a file that comes
-# back is at most 16 MiB). To make that run the committed reference, here:
-#   cat model.pt.part* > data/model.pt; unpack its metrics/ and plots/*.csv from results.tgz;
-#   dvc commit    # the lock takes this commit's code and those outputs: no stage shows changed
+# back is at most 16 MiB). To make that run the committed reference, here (checks the sha256 and
+# the params, puts the outputs where dvc.yaml declares them, dvc commit, then analyze and export):
+#   python scripts/adopt_gpu_run.py <the folder its files came back to>
 # Env: RUNS (the default is below), BUDGET_S, BASE (overrides added to every run, e.g. for a CPU
-# rehearsal), KEEP_MODEL.
+# rehearsal), KEEP_MODEL, NPZ and R (where the dataset and the runs' files go).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repo: no pip install -e there
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -36,8 +38,8 @@ BUDGET_S=${BUDGET_S:-540}
 BASE=${BASE:-}
 KEEP_MODEL=${KEEP_MODEL:-seed0}
 SHA=a44cc18e4ad961b5158c7da062a6232fb65938b615bf013046199b823b75c43d
-NPZ=/tmp/cifar10.npz
-R=/tmp/gpu-results; rm -rf "$R"; mkdir -p "$R"
+NPZ=${NPZ:-/tmp/cifar10.npz}  # the joined dataset (a CPU rehearsal may point at ../shared's)
+R=${R:-/tmp/gpu-results}; rm -rf "$R"; mkdir -p "$R"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
@@ -47,7 +49,7 @@ if [ ! -f "$NPZ" ] || ! echo "$SHA  $NPZ" | sha256sum -c --status; then
 fi
 echo "$SHA  $NPZ" | sha256sum -c || { echo "measure: dataset parts missing or wrong (were .gpu1 and .gpu2 transferred in steps 1 and 2, each within 30 s of the last?)"; ls -la .gpu1 .gpu2 .gpu3; exit 1; }
 cp params.yaml "$R/params.orig.yaml"
-echo "# GPU runs, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" > "$OUT/summary.md"
+echo "# GPU runs, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || cat .gpu3/COMMIT 2>/dev/null || echo '?')" > "$OUT/summary.md"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$OUT/summary.md" 2>/dev/null
 python3 -c "import torch;print('torch', torch.__version__)" >> "$OUT/summary.md"
 
@@ -90,7 +92,7 @@ pipeline() {  # tag key=value ...
     [ "$stage" = download ] && echo "$data_now" > "$R/data.last"
     echo "[$tag] $stage ${t}s: $(tail -1 "$dir/$stage.log")"
   done
-  cp -r metrics "$dir/" 2>/dev/null; cp plots/*.csv "$dir/" 2>/dev/null
+  cp -r metrics "$dir/" 2>/dev/null; cp plots/*.csv plots/lr_find.png "$dir/" 2>/dev/null
   if [ $ok = 1 ] && [ "$tag" = "$KEEP_MODEL" ]; then  # the reference candidate's model file
     rm -f "$OUT"/model.pt.part*
     split -b 15M -d -a 1 data/model.pt "$OUT/model.pt.part"
@@ -126,7 +128,8 @@ for run in $RUNS; do
              for prec in auto fp32; do
                set_params data.source=$NPZ recipe.precision=$prec $BASE
                python3 benchmarks/lr_find_spread.py run --name "gpu-$prec" --seeds ${SPREAD_SEEDS:-0 1 2 3 4 5 6 7 8 9} \
-                 > "$R/spread-$prec.log" 2>&1; tail -2 "$R/spread-$prec.log"
+                 > "$R/spread-$prec.log" 2>&1
+               tr '\r' '\n' < "$R/spread-$prec.log" | grep -v '%|' | tail -2  # not the progress bars
              done
              mkdir -p "$R/lr_find" && cp -r benchmarks/results/lr_find/gpu-* "$R/lr_find/"
              echo "| spread | $(ls "$R"/lr_find/gpu-*/seed*.csv | wc -l) curves in results.tgz lr_find/ |" >> "$OUT/summary.md" ;;
