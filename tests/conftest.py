@@ -7,10 +7,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -259,3 +262,54 @@ def dvc_repo_for_train(base: Path, name: str, cifar_npz: Path) -> Path:
 def dvc_env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1", "RESNET9_CHECKPOINT_EVERY_S": "0"}
+
+# ---- servers: the app, sshd -------------------------------------------------------------
+
+@contextlib.contextmanager
+def serve(command: list[str], cwd: Path, env: dict, timeout: float = 300):
+    """Run the app; yield the URL of its "app: serving ... on URL" line once printed (an event,
+    however slow the machine; failing after ``timeout`` s or if the app exits first). Stops it."""
+    log = cwd / "app.stderr"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err,
+                                text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],
+                     daemon=True).start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the app did not serve within {timeout} s: {log.read_text()[-3000:]}")
+            assert line, f"the app exited ({proc.wait()}): {log.read_text()[-3000:]}"
+            if line.startswith("app: serving "):
+                yield line.split(" on ", 1)[1].split()[0]
+                return
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def exp_results(shown: list) -> dict[str, tuple]:
+    """``dvc exp show --json``'s experiments as ``{name: (train.max_lr, test accuracy)}``,
+    None where a run has no such value."""
+    found = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            for rev in exp.get("revs", []):
+                data = rev.get("data") or {}
+                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}) \
+                    .get("train", {}).get("max_lr")
+                acc = data.get("metrics", {}).get("metrics/evaluate.json", {}) \
+                    .get("data", {}).get("accuracy")
+                found[rev.get("name") or exp.get("name")] = (lr, acc)
+    return found

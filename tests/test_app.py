@@ -5,17 +5,14 @@ fresh virtual environment that holds only its own requirements."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import queue
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +23,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, colour_arrays
+from conftest import ROOT, colour_arrays, free_port, serve
 from resnet9 import app, cifar10, paths, predict
 
 CPU = "cpu"
@@ -286,39 +283,6 @@ def test_make_space_fails_naming_a_missing_model(tmp_path):
     assert not (tmp_path / "space").exists()
 
 
-@contextlib.contextmanager
-def serve(command: list[str], cwd: Path, env: dict, timeout: float = 300):
-    """Run the app; yield the URL of its "app: serving ... on URL" line once printed (an event,
-    however slow the machine; failing after ``timeout`` s or if the app exits first). Stops it."""
-    log = cwd / "app.stderr"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err,
-                                text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],
-                     daemon=True).start()
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"the app did not serve within {timeout} s: {log.read_text()[-3000:]}")
-            assert line, f"the app exited ({proc.wait()}): {log.read_text()[-3000:]}"
-            if line.startswith("app: serving "):
-                yield line.split(" on ", 1)[1].split()[0]
-                return
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_space_starts_in_a_fresh_venv_with_only_its_requirements(tiny_model, tmp_path):
     proc = _make_space(tmp_path, tiny_model)
@@ -342,7 +306,7 @@ def test_the_space_starts_in_a_fresh_venv_with_only_its_requirements(tiny_model,
         assert not [m for m in ("dvc", "albumentations", "opencv", "onnx", "torch-lr-finder")
                     if re.search(rf"^{m}[=-]", frozen, re.M)], frozen
 
-        port = _free_port()
+        port = free_port()
         with serve([str(venv / "bin" / "python"), "app.py", "--port", str(port)], space,
                    {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}) as url:
             assert url == f"http://127.0.0.1:{port}/"

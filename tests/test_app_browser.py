@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, colour_arrays
+from conftest import ROOT, colour_arrays, free_port, serve
 from resnet9 import app, paths
 
 pytestmark = pytest.mark.slow
@@ -50,38 +46,17 @@ def server(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("app")
     x, y = colour_arrays(40, seed=1)
     np.savez(work / "test.npz", x_train=x, y_train=y, x_test=x, y_test=y)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     model = work / paths.MODEL_FILE  # where the app looks by default; the page shows this path
     model.parent.mkdir(parents=True)
     shutil.copy(os.environ.get("RESNET9_APP_MODEL") or request.getfixturevalue("tiny_model"),
                 model)
-    log = work / "app.stderr"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "resnet9.app", "--model", str(paths.MODEL_FILE), "--port",
-             str(port), "--test-data", "test.npz", "--gallery-images", "40", "--device", "cpu"],
-            cwd=work, stdout=subprocess.PIPE, stderr=err, text=True,
-            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-                 "HOME": str(work)})
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],
-                     daemon=True).start()
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                pytest.fail(f"the app did not serve within 300 s: {log.read_text()[-3000:]}")
-            assert line, f"the app exited ({proc.wait()}): {log.read_text()[-3000:]}"
-            if line.startswith("app: serving "):
-                break
-        yield {"url": f"http://127.0.0.1:{port}/", "model": model, "work": work}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+    command = [sys.executable, "-m", "resnet9.app", "--model", str(paths.MODEL_FILE), "--port",
+               str(port), "--test-data", "test.npz", "--gallery-images", "40", "--device", "cpu"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+           "HOME": str(work)}
+    with serve(command, work, env) as url:
+        yield {"url": url, "model": model, "work": work}
 
 
 def _importable(module: str) -> bool:

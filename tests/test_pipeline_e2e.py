@@ -24,7 +24,8 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import ROOT, commit_all, copy_project, readme_command, readme_line, set_params, sh
+from conftest import (ROOT, commit_all, copy_project, exp_results, readme_command, readme_line,
+                      set_params, sh)
 from resnet9 import paths
 
 STAGES = ["download", "lr_find", "train", "evaluate", "analyze", "export"]
@@ -430,18 +431,9 @@ def queued_runs_kept_their_checkpoints_in_the_workspace_and_show_their_metrics(r
         log = sh(repo, "dvc", "queue", "logs", name).stdout
         assert f"train: no checkpoint {repo}/.cache/checkpoints/" in log, log[-3000:]
     rows = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    found = {}
-    for commit in rows:
-        for exp in commit.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                data = rev.get("data") or {}
-                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}) \
-                    .get("train", {}).get("max_lr")
-                acc = data.get("metrics", {}).get("metrics/evaluate.json", {}) \
-                    .get("data", {}).get("accuracy")
-                if lr is not None and acc is not None:
-                    found[lr] = acc
-    assert {0.002, 0.01} <= set(found), json.dumps(rows)[:3000]
+    found = exp_results(rows)  # name: (max_lr, accuracy)
+    assert {0.002, 0.01} <= {lr for lr, acc in found.values() if acc is not None}, \
+        json.dumps(rows)[:3000]
 
 
 def test_exp_show_fits_120_columns_and_the_readme_narrowing_command_narrows(repo):

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,18 +20,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, commit_all, copy_project, readme_line, set_params, sh
+from conftest import (ROOT, commit_all, copy_project, exp_results, free_port, readme_line,
+                      set_params, sh)
 
 pytestmark = pytest.mark.slow  # real dvc, sshd and training subprocesses
 
 SSHD = Path("/usr/sbin/sshd")
 SWEEP = "train.max_lr=0.003\ntrain.max_lr=0.02\n"  # task 0: machine A, task 1: machine B
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -132,16 +127,7 @@ def test_two_machines_push_a_sweep_and_a_third_pulls_compares_and_uses_it(team, 
     for name in pushed:  # their outputs too, over SSH
         run_readme(c, team, "dvc exp pull origin <name>", name=name)
     shown = json.loads(run(c, team, "dvc", "exp", "show", "--json").stdout)
-    found = {}  # experiment name: (max_lr, accuracy)
-    for commit in shown:
-        for exp in commit.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                data = rev.get("data") or {}
-                lr = data.get("params", {}).get("params.yaml", {}).get("data", {}) \
-                    .get("train", {}).get("max_lr")
-                acc = data.get("metrics", {}).get("metrics/evaluate.json", {}) \
-                    .get("data", {}).get("accuracy")
-                found[rev.get("name") or exp.get("name")] = (lr, acc)
+    found = exp_results(shown)
     assert {lr for lr, _ in found.values()} == {0.003, 0.02}, json.dumps(shown)[:3000]
     assert set(found) == set(pushed), found
     assert all(0 <= acc <= 1 for _, acc in found.values())
