@@ -21,12 +21,16 @@ $(STAMP): requirements.txt pyproject.toml
 repro: $(STAMP)
 	dvc repro
 
+# The test files spread over the cores (pytest-xdist; a file's tests stay together, in order,
+# on one worker: the e2e module builds one repo for all its tests). TEST_JOBS=1: one process.
+TEST_JOBS ?= auto
+
 test: $(STAMP)
-	python -m pytest -q tests
+	python -m pytest -q -n $(TEST_JOBS) --dist loadfile tests
 
 # While editing: the tests that need neither real dvc nor training subprocesses (pytest -m).
 test-fast: $(STAMP)
-	python -m pytest -q -m "not slow" tests
+	python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow" tests
 
 # The whole pipeline in about 2 minutes on an idle CPU (2 min 14 s measured; README, "A quick run on a CPU"):
 # width 0.25, 25,000 training / 5,000 test images, 4 epochs, a fixed max_lr; 75.6-76.9% top-1
