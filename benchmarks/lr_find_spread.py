@@ -5,7 +5,7 @@ test (``lr_range.range_test``), one CSV per seed, with the params.yaml network a
 (``recipe.seed`` replaced by each seed). Each test stops where torch-lr-finder's default would
 (its smoothed loss above 5x its lowest). Because that smoothing is a linear moving average,
 ``lr_range.smooth`` replays it exactly on the raw losses, and so every setting of ``lr_find``
-(rule, fraction, repeats) can be applied to the same curves afterwards, which is what
+(rule, factor, smoothing, repeats) can be applied to the same curves afterwards, which is what
 ``analyze`` does:
 
     python benchmarks/lr_find_spread.py run --name default --seeds 0 1 2 3 4
@@ -72,7 +72,10 @@ class RecordingLoss(nn.Module):
 
 
 def record(args: argparse.Namespace) -> None:
-    model_p, recipe_p = params.load("model", "recipe")
+    model_p, find_p, recipe_p = params.load("model", "lr_find", "recipe")
+    for key in ("start_lr", "end_lr", "num_iter"):  # the stage's own range unless overridden
+        if getattr(args, key) is None:
+            setattr(args, key, getattr(find_p, key))
     device = runtime.select_device(recipe_p.device)
     amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
@@ -114,11 +117,12 @@ def record(args: argparse.Namespace) -> None:
               flush=True)
 
 
-# (label, rule, fraction) of each pick rule compared
+# (label, rule, factor) of each pick rule compared; max/min does not depend on the factor
 RULE_VARIANTS = [("min_loss_fraction 0.1", "min_loss_fraction", 0.1),
                  ("min_loss_fraction 0.3", "min_loss_fraction", 0.3),
-                 ("steepest", "steepest", 0.1),
-                 ("valley (fastai)", "valley", 0.1)]
+                 ("steepest", "steepest", 1.0),
+                 ("valley (fastai)", "valley", 1.0),
+                 ("valley x 4", "valley", 4.0)]
 RANGE_OF_5 = 2.326  # expected range (max - min) of 5 draws from a normal, in SDs
 
 
@@ -148,12 +152,12 @@ def spread_rows(name: str, runs: pd.DataFrame, curves: dict, smooth_f: float,
     s_per_step = float(np.median(runs.seconds / runs.steps_run))
     steps = float(np.mean([len(smoothed[s]) for s in seeds]))
     rows = []
-    for label, rule, fraction in RULE_VARIANTS:
+    for label, rule, factor in RULE_VARIANTS:
         picks = []
         for group in itertools.combinations(seeds, repeats):
             lrs, losses = lr_range.average_curves(
                 [(curves[s][0][:len(smoothed[s])], smoothed[s]) for s in group])
-            picks.append(lr_range.pick_max_lr(lrs, losses, rule, fraction).max_lr)
+            picks.append(lr_range.pick_max_lr(lrs, losses, rule, factor).max_lr)
         picks = np.array(picks)
         n = len(seeds)
         sd = float(np.std(np.log(picks), ddof=1)) * np.sqrt((n - 1) / (n - repeats))
@@ -196,11 +200,11 @@ def main() -> None:
     r = sub.add_parser("run", help="record raw range-test curves")
     r.add_argument("--name", required=True, help="folder under benchmarks/results/lr_find")
     r.add_argument("--seeds", type=int, nargs="+", required=True)
-    r.add_argument("--start-lr", type=float, default=1e-7)
-    r.add_argument("--end-lr", type=float, default=10.0)
-    r.add_argument("--num-iter", type=int, default=100)
+    r.add_argument("--start-lr", type=float, help="default: params.yaml's lr_find.start_lr")
+    r.add_argument("--end-lr", type=float, help="default: lr_find.end_lr")
+    r.add_argument("--num-iter", type=int, help="default: lr_find.num_iter")
     a = sub.add_parser("analyze", help="apply every rule to the recorded curves")
-    a.add_argument("--smooth-f", type=float, nargs="+", default=[lr_range.SMOOTH_F])
+    a.add_argument("--smooth-f", type=float, nargs="+", default=[lr_range.SMOOTH_F, 0.02])
     a.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 3])
     args = ap.parse_args()
     if args.cmd == "run":

@@ -2,17 +2,19 @@
 and the rule that turns its curve into ``max_lr``.
 
 The test trains a fresh network for ``num_iter`` batches while the LR grows exponentially from
-``start_lr`` to ``end_lr``, recording the exponentially smoothed loss (torch-lr-finder's
-``smooth_f=0.05``) and stopping once the loss exceeds 5x its best.
+``start_lr`` to ``end_lr``, recording the exponentially smoothed loss (``lr_find.smooth_f``,
+the weight of the newest batch loss; torch-lr-finder's default is 0.05) and stopping once the
+loss exceeds 5x its best.
 
 Pick rules (``lr_find.rule``), each applied to the smoothed curve (averaged over
-``lr_find.repeats`` tests when more than one):
+``lr_find.repeats`` tests when more than one); ``max_lr`` is ``lr_find.factor`` x the LR the
+rule finds:
 
 - ``steepest``: the LR where the smoothed loss falls fastest per decade of LR,
   ``argmin d loss / d log10(lr)``, searched before the loss minimum (after it the curve is
   diverging, not descending). This is torch-lr-finder's ``suggest_lr`` idea on a log axis.
-- ``min_loss_fraction``: ``fraction`` x the LR of the lowest smoothed loss (fast.ai's
-  "one order of magnitude before the minimum" with fraction 0.1).
+- ``min_loss_fraction``: the LR of the lowest smoothed loss (with factor 0.1, fast.ai's "one
+  order of magnitude before the minimum").
 - ``valley``: fastai's default suggestion (``valley`` in fastai's ``callback/schedule.py``):
   the longest run of decreasing losses, not necessarily adjacent, and the point half-way along
   it; fastai leaves out the first tenth of the test and its last 5 points first.
@@ -138,8 +140,9 @@ def valley_index(losses: np.ndarray) -> int:
     return start + int(sections) + int(sections / 2)
 
 
-def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, fraction: float = 0.1) -> LrPick:
-    """Apply ``rule`` (one of :data:`RULES`) to a range-test curve of smoothed losses.
+def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, factor: float = 1.0) -> LrPick:
+    """Apply ``rule`` (one of :data:`RULES`) to a range-test curve of smoothed losses; ``max_lr``
+    is ``factor`` x the LR the rule finds.
 
     Raises:
         PipelineError: fewer than 5 finite points, so no rule can be applied.
@@ -159,11 +162,12 @@ def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, fraction: float 
     if rule == "steepest":
         chosen = steepest_lr
     elif rule == "min_loss_fraction":
-        chosen = fraction * min_loss_lr
+        chosen = min_loss_lr
     elif rule == "valley":  # on fastai's part of the curve: not the first tenth, not the last 5
         first = len(lrs) // 10
         kept = slice(first, max(len(lrs) - 5, first + 5))
         chosen = float(lrs[kept][valley_index(losses[kept])])
     else:
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    return LrPick(max_lr=chosen, rule=rule, steepest_lr=steepest_lr, min_loss_lr=min_loss_lr)
+    return LrPick(max_lr=factor * chosen, rule=rule, steepest_lr=steepest_lr,
+                  min_loss_lr=min_loss_lr)

@@ -74,7 +74,8 @@ class LrFindParams(Section):
     num_iter: Annotated[int, Field(ge=5, le=100_000)]
     step_mode: Literal["exp", "linear"]
     rule: Literal["steepest", "min_loss_fraction", "valley"]  # resnet9/lr_range.py
-    fraction: Annotated[Number, Field(gt=0, le=1)]  # for rule min_loss_fraction
+    factor: Annotated[Number, Field(gt=0, le=100)]  # max_lr = factor x the rule's LR
+    smooth_f: Annotated[Number, Field(ge=0, lt=1)]  # torch-lr-finder's loss smoothing weight
     repeats: Annotated[int, Field(ge=1, le=20)]  # range tests averaged before the rule
 
     @model_validator(mode="after")
@@ -199,17 +200,27 @@ def _one_line(name: str, cls: type[Section], raw: dict, err: ValidationError) ->
     return f"{name}.{key}: {raw[key]!r} is not allowed; expected {rule}"
 
 
+# Keys renamed since a release, so that an older params.yaml (or experiment) gets told the new
+# name rather than "missing" and "unknown key".
+RENAMED = {("lr_find", "fraction"): "lr_find.factor (it scales the pick of every rule; "
+                                    "0.1 with rule min_loss_fraction is the old behaviour)"}
+
+
 def parse(name: str, raw: Any) -> Section:
     """Validate the mapping ``raw`` as section ``name`` and return its model.
 
     Raises:
-        ParamsError: unknown section or key, missing key, wrong type or out-of-range value.
+        ParamsError: unknown section or key, a renamed key (:data:`RENAMED`), missing key, wrong
+            type or out-of-range value.
     """
     cls = SECTIONS.get(name)
     if cls is None:
         raise ParamsError(f"{name}: unknown params section; expected one of {', '.join(SECTIONS)}")
     if not isinstance(raw, dict):
         raise ParamsError(f"{name}: {raw!r} is not allowed; expected a mapping of keys")
+    for key in raw:
+        if (name, key) in RENAMED:
+            raise ParamsError(f"{name}.{key}: renamed; use {RENAMED[name, key]}")
     try:
         return cls.model_validate(raw)
     except ValidationError as err:

@@ -30,10 +30,10 @@ def main() -> None:
         opt = recipe.optimizer(net, find_p.start_lr, recipe_p)
         curves.append(lr_range.range_test(net, opt, recipe.criterion(recipe_p), loader, device,
                                           find_p.start_lr, find_p.end_lr, find_p.num_iter,
-                                          find_p.step_mode, amp))
+                                          find_p.step_mode, amp, smooth_f=find_p.smooth_f))
     lrs, losses = lr_range.average_curves(curves)
     clock.lap("range test")
-    pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.fraction)
+    pick = lr_range.pick_max_lr(lrs, losses, find_p.rule, find_p.factor)
 
     # The pick repeated on every row, so that the results page can mark it on the curve.
     atomic_io.write_csv(LR_FIND_CSV, pd.DataFrame(

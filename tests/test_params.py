@@ -25,7 +25,8 @@ BAD = {
              "seed": ["x", -1]},
     "model": {"width_multiplier": ["wide", 0]},
     "lr_find": {"start_lr": ["low", 0], "end_lr": [[1], -1], "num_iter": [2.5, 1],
-                "step_mode": [1, "log"], "rule": [None, "slide"], "fraction": ["a", 1.5],
+                "step_mode": [1, "log"], "rule": [None, "slide"], "factor": ["a", 0],
+                "smooth_f": ["x", 1.0],
                 "repeats": [1.5, 0]},
     "recipe": {"batch_size": ["512", 0], "weight_decay": ["x", -1e-4],
                "decay_bn_and_bias": ["no", 0], "label_smoothing": ["x", 1.0],
@@ -204,3 +205,11 @@ def test_the_stage_command_refuses_bad_params_the_same_way(tmp_path):
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     _assert_refused("download", "data", "train_subset", 0, proc.returncode, proc.stderr,
                     tmp_path)
+
+
+def test_a_renamed_key_names_its_new_name():
+    old = {**shipped("lr_find"), "fraction": 0.1}
+    del old["factor"]
+    with pytest.raises(ParamsError) as err:
+        params.parse("lr_find", old)
+    assert str(err.value).startswith("lr_find.fraction: renamed; use lr_find.factor")

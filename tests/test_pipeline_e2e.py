@@ -67,7 +67,7 @@ def test_every_declared_output_exists_and_parses(repo):
     lr = json.loads((repo / paths.LR_FIND_METRICS).read_text())
     assert sorted(lr) == ["min_loss_lr", "rule", "steepest_lr", "suggested_max_lr"]
     assert lr["suggested_max_lr"] > 0
-    assert lr["rule"] == "min_loss_fraction"  # the shipped default
+    assert lr["rule"] == "valley"  # the shipped default
     finder = pd.read_csv(repo / paths.LR_FIND_CSV)
     assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
     assert (finder.suggested_max_lr == lr["suggested_max_lr"]).all()  # marked on the chart
