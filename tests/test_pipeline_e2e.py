@@ -71,7 +71,8 @@ def test_every_declared_output_exists_and_parses(repo):
     finder = pd.read_csv(repo / paths.LR_FIND_CSV)
     assert list(finder.columns) == ["lr", "loss", "suggested_max_lr"] and len(finder) >= 5
     assert (finder.suggested_max_lr == lr["suggested_max_lr"]).all()  # marked on the chart
-    assert finder.lr.iloc[0] == pytest.approx(1e-7)
+    start_lr = yaml.safe_load((repo / "params.yaml").read_text())["lr_find"]["start_lr"]
+    assert finder.lr.iloc[0] == pytest.approx(start_lr)  # the curve starts where params say
 
     history = pd.read_csv(repo / paths.TRAIN_HISTORY)
     assert list(history.columns) == ["epoch", "train_loss", "train_acc", "test_loss",
