@@ -64,7 +64,7 @@ def ours(split: data.Split, args, device: torch.device, batches) -> float:
     """Seconds for ``args.steps`` steps of engine.train_one_epoch over ``batches`` (an iterable
     of at least warmup + steps batches), after ``args.warmup`` untimed steps."""
     torch.manual_seed(0)
-    model = recipe.build_model(ModelParams(width_multiplier=args.width), device)
+    model = recipe.build_model(ModelParams(width_multiplier=args.width, logit_scale=1.0), device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     it = iter(batches)
     loop = engine.TrainLoop(

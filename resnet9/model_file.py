@@ -33,8 +33,8 @@ def save_trained(path: Path | str, net: nn.Module, model_params: ModelParams, **
     """Write the trained ``net`` to ``path`` (atomically) with what using it needs.
 
     The file is a dict (``torch.save``, loadable with ``weights_only=True``): ``state_dict``
-    (CPU tensors), ``model_params`` (``{"width_multiplier": float}``), ``classes`` (10 names in
-    label order), ``normalization`` (``{"mean": [3 floats], "std": [3 floats]}``, RGB, on the
+    (CPU tensors), ``model_params`` (``{"width_multiplier": float, "logit_scale": float}``),
+    ``classes`` (10 names in label order), ``normalization`` (``{"mean": [3 floats], "std": [3 floats]}``, RGB, on the
     [0, 1] pixel scale), ``input_size`` (``[H, W]`` = ``[32, 32]``), and ``extra`` (params,
     provenance, timings).
     """
@@ -97,7 +97,8 @@ def load_trained(path: Path | str, device: torch.device) -> tuple[ResNet9, dict]
     """
     saved = load_model_file(path)
     try:
-        model_params = params.parse("model", saved["model_params"])
+        # files saved before model.logit_scale existed had none: 1.0
+        model_params = params.parse("model", {"logit_scale": 1.0, **saved["model_params"]})
         net = build_model(model_params, device)
         net.load_state_dict(saved["state_dict"])
     except (ParamsError, RuntimeError, TypeError, AttributeError) as err:

@@ -64,6 +64,7 @@ class ModelParams(Section):
     """``model``: 1.0 is the spec network (64-128-256-512 channels, 6,573,130 parameters)."""
 
     width_multiplier: Annotated[Number, Field(gt=0, le=8)]
+    logit_scale: Annotated[Number, Field(gt=0, le=10)]  # logits x this before the loss
 
 
 class LrFindParams(Section):
@@ -93,6 +94,7 @@ class RecipeParams(Section):
     hardware. lr_find and train depend on this section as a whole."""
 
     batch_size: Annotated[int, Field(ge=1, le=50_000)]
+    optimizer: Literal["adam", "adamw"]  # adamw: decoupled weight decay (Loshchilov & Hutter)
     weight_decay: Annotated[Number, Field(ge=0, le=1)]
     decay_bn_and_bias: bool  # false: no decay on BN / biases
     label_smoothing: Annotated[Number, Field(ge=0, lt=1)]

@@ -23,21 +23,25 @@ SUGGESTED_MAX_LR = "suggested_max_lr"  # the LR range test's pick, a key of LR_F
 
 def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
     """A freshly initialised ResNet-9 of the configured width, on ``device``, channels_last."""
-    net = ResNet9(ResNet9Config(width_multiplier=model_params.width_multiplier))
+    net = ResNet9(ResNet9Config(width_multiplier=model_params.width_multiplier,
+                                logit_scale=model_params.logit_scale))
     return net.to(device, memory_format=torch.channels_last)
 
 
-def optimizer(model: nn.Module, lr: float, recipe: RecipeParams) -> torch.optim.Adam:
-    """``torch.optim.Adam`` at learning rate ``lr`` with ``recipe.weight_decay`` (L2).
+def optimizer(model: nn.Module, lr: float, recipe: RecipeParams) -> torch.optim.Optimizer:
+    """Adam at learning rate ``lr`` with ``recipe.weight_decay``: ``torch.optim.Adam``'s L2 term
+    (the spec) or, with ``recipe.optimizer: adamw``, ``torch.optim.AdamW``'s decoupled decay
+    (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization").
 
     With ``recipe.decay_bn_and_bias`` false the 1-D parameters (BatchNorm scales and shifts,
     the FC bias) get no weight decay, as in Goyal et al. 2017 and airbench.
     """
+    adam = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
     decay = recipe.weight_decay
     if recipe.decay_bn_and_bias or decay == 0:
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
+        return adam(model.parameters(), lr=lr, weight_decay=decay)
     params = list(model.parameters())
-    return torch.optim.Adam([
+    return adam([
         {"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
         {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
     ], lr=lr)

@@ -28,6 +28,10 @@
 # back is at most 16 MiB). To make that run the committed reference, here (checks the sha256 and
 # the params, puts the outputs where dvc.yaml declares them, dvc commit, then analyze and export):
 #   python scripts/adopt_gpu_run.py <the folder its files came back to>
+# Issue 19 part 2, step 3 (the levers at the best LR; one run each), e.g. with X the sweep's best:
+#   RUNS="smoke set:adamw:train.max_lr=X,recipe.optimizer=adamw,recipe.weight_decay=0.01
+#     set:adamw-nobn:train.max_lr=X,recipe.optimizer=adamw,recipe.weight_decay=0.01,recipe.decay_bn_and_bias=false
+#     set:ls02:train.max_lr=X,recipe.label_smoothing=0.2 set:logit0125:train.max_lr=X,model.logit_scale=0.125"
 # Env: RUNS (the default is below), BUDGET_S, BASE (overrides added to every run, e.g. for a CPU
 # rehearsal), KEEP_MODEL, NPZ and R (where the dataset and the runs' files go).
 set -uo pipefail
@@ -121,7 +125,8 @@ for run in $RUNS; do
                train.peak_epoch=1 lr_find.num_iter=20 || { echo "smoke failed: stopping"; break; } ;;
     seed*)   pipeline $run recipe.seed=${run#seed} ;;
     lr:*)    pipeline "lr${run#lr:}" recipe.seed=0 train.max_lr=${run#lr:} ;;
-    set:*)   rest=${run#set:}; pipeline "${rest%%:*}" recipe.seed=0 ${rest#*://,/ } ;;
+    set:*)   rest=${run#set:}; keys=${rest#*:}
+             pipeline "${rest%%:*}" recipe.seed=0 ${keys//,/ } ;;  # TAG, then k=v,k=v
     compile) pipeline compile recipe.seed=0 train.compile=true ;;
     spread)  rm -f "$R/data.last"  # the full dataset (an earlier run may have left a subset)
              set_params data.source=$NPZ $BASE && python3 -m stages.download > "$R/spread-download.log" 2>&1

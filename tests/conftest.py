@@ -94,7 +94,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
     cpu = torch.device("cpu")
     runtime.seed_everything(0)
-    model_p = ModelParams(width_multiplier=0.125)
+    model_p = ModelParams(width_multiplier=0.125, logit_scale=1.0)
     net = recipe.build_model(model_p, cpu)
     x, y = colour_arrays(320)
     x = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255).sub(0.47).div(0.25)
@@ -107,7 +107,7 @@ def tiny_model(tmp_path_factory) -> Path:
                 torch.nn.functional.cross_entropy(net(xb), yb).backward()
                 opt.step()
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    prov = provenance.collect(params={"model": {"width_multiplier": 0.125}},
+    prov = provenance.collect(params={"model": {"width_multiplier": 0.125, "logit_scale": 1.0}},
                               dataset_sha256={"train": "synthetic"}, train_seconds=1.0,
                               device=cpu, cwd=path.parent)
     model_file.save_trained(path, net.eval(), model_p, provenance=prov)

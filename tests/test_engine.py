@@ -179,6 +179,28 @@ def test_no_weight_decay_on_bn_and_bias():
     assert len(decayed["params"]) == 9  # 8 convolutions and the FC weight
 
 
+def test_adamw_decays_the_weights_apart_from_the_gradient():
+    """recipe.optimizer adamw: torch's AdamW, whose decay (Loshchilov & Hutter) shrinks a
+    weight whose gradient is zero by lr x decay, where Adam's L2 term would move it by ~lr."""
+    from resnet9 import params
+    from resnet9.recipe import optimizer
+
+    from conftest import ROOT
+
+    recipe = params.load("recipe", path=ROOT / "params.yaml").model_copy(
+        update={"optimizer": "adamw", "weight_decay": 0.1, "decay_bn_and_bias": False})
+    weight = nn.Parameter(torch.ones(2, 2))
+    bias = nn.Parameter(torch.ones(2))
+    holder = nn.Module()
+    holder.weight, holder.bias = weight, bias
+    opt = optimizer(holder, 0.01, recipe)
+    assert isinstance(opt, torch.optim.AdamW)
+    weight.grad, bias.grad = torch.zeros_like(weight), torch.zeros_like(bias)
+    opt.step()
+    assert torch.allclose(weight, torch.full((2, 2), 1 - 0.01 * 0.1))  # decoupled decay only
+    assert torch.equal(bias, torch.ones(2))  # 1-D: no decay with decay_bn_and_bias false
+
+
 def test_a_skipped_fp16_step_advances_the_schedule_without_a_warning(recwarn):
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))  # small: fp16 is slow on a CPU
     loop = _loop(net, _loader(), 2)

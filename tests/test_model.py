@@ -55,3 +55,15 @@ def test_network_returns_logits_not_probabilities():
         out = net(torch.randn(4, 3, 32, 32))
     assert not torch.allclose(out.sum(1), torch.ones(4))
     assert (out < 0).any()
+
+
+def test_logit_scale_multiplies_the_logits_and_adds_no_parameter():
+    torch.manual_seed(0)
+    plain = ResNet9(ResNet9Config(width_multiplier=0.125)).eval()
+    scaled = ResNet9(ResNet9Config(width_multiplier=0.125, logit_scale=0.125)).eval()
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x), plain(x) * 0.125)
+    assert count_parameters(ResNet9(ResNet9Config(logit_scale=0.125))) == 6_573_130
+    torch.testing.assert_close(torch.jit.script(scaled)(x), scaled(x))  # export scripts it

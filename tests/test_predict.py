@@ -339,3 +339,16 @@ def test_predict_and_export_import_neither_albumentations_nor_opencv(tmp_path, t
                           capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0 and "x.png: " in proc.stdout, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+def test_a_model_file_from_before_logit_scale_loads_as_scale_one(tmp_path, tiny_model):
+    saved = torch.load(tiny_model, weights_only=True)
+    assert saved["model_params"]["logit_scale"] == 1.0
+    older = tmp_path / "older.pt"
+    torch.save({**saved, "model_params": {"width_multiplier": saved["model_params"]
+                                          ["width_multiplier"]}}, older)
+    x = torch.randn(2, 3, 32, 32)
+    now, _ = model_file.load_trained(tiny_model, torch.device("cpu"))
+    before, _ = model_file.load_trained(older, torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.equal(before(x), now(x))

@@ -148,7 +148,7 @@ def _test_loss(work: Path, state_dict: dict) -> float:
     from resnet9.params import ModelParams
 
     cpu = torch.device("cpu")
-    net = recipe.build_model(ModelParams(width_multiplier=0.125), cpu)
+    net = recipe.build_model(ModelParams(width_multiplier=0.125, logit_scale=1.0), cpu)
     net.load_state_dict(state_dict)
     _, test = data.load_dataset(work / paths.DATASET_DIR)
     return engine.score(*engine.predict(net.eval(), loaders.test_loader(test, cpu), cpu))[0]
