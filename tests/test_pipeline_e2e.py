@@ -106,7 +106,7 @@ def test_every_declared_output_exists_and_parses(repo):
     assert list(per_class.columns) == ["class", "accuracy"] and len(per_class) == 10
 
     saved = torch.load(repo / paths.MODEL_FILE, weights_only=True)
-    assert saved["model_params"] == {"width_multiplier": TINY["width"]}
+    assert saved["model_params"] == {"width_multiplier": TINY["width"], "logit_scale": 1.0}
     assert saved["classes"][9] == "truck"
     meta = json.loads((repo / paths.META_FILE).read_text())
     assert meta["counts"] == {"train": TINY["train"], "test": TINY["test"]}
