@@ -34,9 +34,9 @@ def save_trained(path: Path | str, net: nn.Module, model_params: ModelParams, **
 
     The file is a dict (``torch.save``, loadable with ``weights_only=True``): ``state_dict``
     (CPU tensors), ``model_params`` (``{"width_multiplier": float, "logit_scale": float}``),
-    ``classes`` (10 names in label order), ``normalization`` (``{"mean": [3 floats], "std": [3 floats]}``, RGB, on the
-    [0, 1] pixel scale), ``input_size`` (``[H, W]`` = ``[32, 32]``), and ``extra`` (params,
-    provenance, timings).
+    ``classes`` (10 names in label order), ``normalization`` (``{"mean": [3 floats], "std":
+    [3 floats]}``, RGB, on the [0, 1] pixel scale), ``input_size`` (``[H, W]`` = ``[32, 32]``),
+    and ``extra`` (params, provenance, timings).
     """
     return atomic_io.save_torch(path, {
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},

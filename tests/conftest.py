@@ -263,7 +263,7 @@ def dvc_env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1", "RESNET9_CHECKPOINT_EVERY_S": "0"}
 
-# ---- servers: the app, sshd -------------------------------------------------------------
+# ---- the app's server, free ports (app, sshd), dvc exp show's results -------------------
 
 @contextlib.contextmanager
 def serve(command: list[str], cwd: Path, env: dict, timeout: float = 300):

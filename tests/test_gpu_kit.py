@@ -4,6 +4,7 @@ which makes the run it brought back the committed reference (issue 20, part 3)."
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -42,6 +43,15 @@ def project(base: Path, cifar_npz: Path) -> Path:
     sh(repo, "git", "init", "-q")
     commit_all(repo, "project")
     return repo
+
+
+def adopt_module():
+    """scripts/adopt_gpu_run.py imported, for its map of where a run keeps each output."""
+    spec = importlib.util.spec_from_file_location("adopt_gpu_run",
+                                                  ROOT / "scripts" / "adopt_gpu_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def adopt(repo: Path, files_at: Path, *args: str) -> subprocess.CompletedProcess:
@@ -122,11 +132,10 @@ def test_adopt_refuses_a_damaged_model_file(tmp_path):
     files = tmp_path / "files"
     fake_results(files, params, b"part of a model", "0" * 64)
     run = files / "build" / "seed0"  # every output the run should have brought back
+    kit = adopt_module()
     for stage in ("lr_find", "train", "evaluate"):
-        spec = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"][stage]
-        for entry in spec.get("outs", []) + spec.get("metrics", []):
-            path = next(iter(entry)) if isinstance(entry, dict) else entry
-            dest = run / path if path.startswith("metrics/") else run / Path(path).name
+        for path in kit.declared_outputs(stage):
+            dest = kit.run_file(run, path)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text("{}")
     with tarfile.open(files / "results.tgz", "w:gz") as tgz:

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -143,8 +141,11 @@ def test_the_shipped_settings_pick_steadily_on_the_recorded_spec_curves():
 
     from resnet9 import params
 
-    p = params.load("lr_find")
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "lr_find"
+    from conftest import ROOT
+
+    p = params.load("lr_find", path=ROOT / "params.yaml")
+    results = ROOT / "benchmarks" / "results" / "lr_find"
+
     def same_range(runs: pd.DataFrame) -> bool:
         return bool(((runs.start_lr == p.start_lr) & (runs.end_lr == p.end_lr)
                      & (runs.num_iter == p.num_iter)).all())
