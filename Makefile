@@ -32,10 +32,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow" tests
 
-# The whole pipeline in about 2 minutes on an idle CPU (2 min 14 s measured; README, "A quick run on a CPU"):
-# width 0.25, 25,000 training / 5,000 test images, 4 epochs, a fixed max_lr; 75.6-76.9% top-1
-# over seeds 0-2. params.yaml stays the one source: these are `dvc exp run -S` overrides, so
-# the run is an experiment in `dvc exp show`.
+# The whole pipeline, small, in minutes on a CPU: width 0.25, 25,000 training / 5,000 test
+# images, 4 epochs, a fixed max_lr (its time and accuracy: docs/results.md, "make quick").
+# params.yaml stays the one source: these are `dvc exp run -S` overrides, so the run is an
+# experiment in `dvc exp show`.
 #   make quick SEED=1 SOURCE=../shared/data/cifar10.npz
 # SEED: recipe.seed; SOURCE: data.source (offline: a local copy); EXTRA: more `dvc exp run`
 # arguments, applied last (e.g. EXTRA="-S train.epochs=20").

@@ -20,10 +20,11 @@ Then open the URL it prints (``make demo`` does all this for ``data/model.pt``).
 - Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
   Gradient-based Localization", ICCV) for the top class at a chosen block, with captum's
   LayerGradCam (:func:`resnet9.predict.gradcam_maps`), drawn over the 32x32 input;
-- misclassified test images, "predicted / actual": the evaluate stage's ``plots/confusion.csv``
-  with ``data/cifar10/arrays.npz`` when dvc.lock says evaluate ran on this very model file,
-  otherwise computed once, on request, on the first ``--gallery-images`` test images of
-  ``--test-data``, ``data/cifar10/arrays.npz`` or ``../shared/data/cifar10.npz``;
+- misclassified test images, "predicted / actual", loaded when their section is opened: the
+  evaluate stage's ``plots/confusion.csv`` with ``data/cifar10/arrays.npz`` when dvc.lock says
+  evaluate ran on this very model file, otherwise computed once, the first time the section
+  is opened, on the first ``--gallery-images`` test images of ``--test-data``,
+  ``data/cifar10/arrays.npz`` or ``../shared/data/cifar10.npz``;
 - the model file's provenance, as ``python -m resnet9.predict --info`` prints it.
 
 Preprocessing is predict's own (:func:`resnet9.predict.prepare`, then
@@ -223,12 +224,16 @@ def build(demo: Demo, examples: Path = EXAMPLES_DIR):
                                        elem_id="overlay")
         gr.on([upload.change, k.release, cam.change, layer.change, opacity.release],
               demo.classify, [upload, k, cam, layer, opacity], [seen, label, overlay, message])
-        with gr.Accordion("Misclassified test images", open=False, elem_id="misclassified"):
-            show = gr.Button("Show misclassified", elem_id="show-misclassified")
+        with gr.Accordion("Misclassified test images", open=False,
+                          elem_id="misclassified") as wrong:
             source = gr.Markdown(elem_id="gallery-source")
             gallery = gr.Gallery(label="predicted / actual", columns=8, height="auto",
                                  elem_id="gallery")
-        show.click(demo.misclassified, None, [gallery, source])
+        # Opening the section fills it: no second click. Not on page load, which would make
+        # every visitor wait for up to --gallery-images predictions. No reload button either:
+        # Demo.misclassified caches a gallery (reopening shows it at once) and retries after
+        # an error, so reopening the section is the reload.
+        wrong.expand(demo.misclassified, None, [gallery, source])
         with gr.Accordion("Model provenance (python -m resnet9.predict --info)", open=False,
                           elem_id="provenance-section"):
             gr.JSON(demo.info, elem_id="provenance")

@@ -98,24 +98,35 @@ def save(path: Path | str, loop: TrainLoop, *, epoch: int, fp: str, result: FitR
 
 
 class Saver:
-    """``on_epoch_end`` for :func:`resnet9.engine.fit`: writes ``loop``'s checkpoint to ``path``
-    when at least ``every_s`` seconds (of ``clock``) have passed since the last write or since
-    the saver was made, and never after the final epoch (the run completes then).
+    """The epoch-end callback of :func:`resnet9.engine.fit` that writes ``loop``'s checkpoint to
+    ``path`` when at least ``every_s`` seconds (of ``clock``) have passed since the last write
+    or since the saver was made, and never after the final epoch (the run completes then).
+
+    ``done`` is the number of epochs the checkpoint on disk holds: the resumed count at first
+    (0 for a fresh run), then the count of each write.
     """
 
     def __init__(self, path: Path | str, loop: TrainLoop, every_s: float, fp: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, done: int = 0) -> None:
         self.path, self.loop, self.every_s, self.fp, self.clock = (
             Path(path), loop, every_s, fp, clock)
         self.last = clock()
-        self.writes = 0
+        self.done = done
 
     def __call__(self, epoch: int, result: FitResult) -> None:
         if epoch + 1 >= self.loop.epochs or self.clock() - self.last < self.every_s:
             return
         save(self.path, self.loop, epoch=epoch, fp=self.fp, result=result)
         self.last = self.clock()
-        self.writes += 1
+        self.done = epoch + 1
+
+    def resume_hint(self) -> str:
+        """What running the same command again does if the run stops now: a sentence."""
+        if self.done:
+            return (f"run the same command again to resume from epoch {self.done + 1} of "
+                    f"{self.loop.epochs} ({self.path})")
+        return (f"no checkpoint yet (one is written at the end of an epoch, at most once per "
+                f"{self.every_s:g} s of training): the same command starts from epoch 1")
 
 
 def keep(env: Mapping[str, str] = os.environ) -> int:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# check_params: the stage every other stage depends on, so that it runs first (stages/check_params.py)
+PARAMS_CHECKED = Path("data/params_checked.txt")
+
 # download: the canonical dataset every later stage reads
 DATASET_DIR = Path("data/cifar10")
 ARRAYS_FILE = DATASET_DIR / "arrays.npz"  # x_train, y_train, x_test, y_test (all uint8)
@@ -49,6 +52,7 @@ EXPORT_METRICS = Path("metrics/export.json")
 
 # What each stage writes: its outs, metrics and plots in dvc.yaml.
 STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
+    "check_params": (PARAMS_CHECKED,),
     "download": (DATASET_DIR,),
     "lr_find": (LR_FIND_METRICS, LR_FIND_CSV, LR_FIND_PNG),
     "train": (MODEL_FILE, TRAIN_METRICS, LIVE_METRICS, PROVENANCE_FILE, TRAIN_HISTORY,

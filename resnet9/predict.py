@@ -13,9 +13,12 @@ normalization mean and std, the width multiplier and the input size
 
 How an image becomes the network's input (:func:`prepare`), with Pillow:
 
-1. open it (PNG, JPEG, or any other format Pillow reads) and apply its EXIF orientation;
-2. images with transparency (RGBA, LA, palette with a transparent colour) are composited onto a
-   white background; then every mode (L, P, CMYK, ...) is converted to RGB;
+1. open it (PNG, JPEG, WebP, BMP, TIFF, GIF, or any other format Pillow reads; the first frame
+   of an animation) and apply its EXIF orientation;
+2. convert it to 8-bit RGB (:func:`to_rgb`): 16- and 32-bit pixels are scaled to 0-255 by their
+   type's range (not clipped: a 0-65535 gradient stays a gradient), transparent pixels are
+   composited onto a white background, every other mode (1, L, P, CMYK, ...) is converted by
+   Pillow;
 3. the largest centred square is cropped and resized to 32x32 with Pillow's antialiased bicubic
    filter (``ImageOps.fit``): the aspect ratio is kept and the borders of non-square images are
    cut off. A 32x32 RGB image passes unchanged;
@@ -33,10 +36,12 @@ import argparse
 import hashlib
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 
@@ -53,22 +58,27 @@ class ImageFileError(PipelineError):
 
 
 def prepare(path: Path | str, size: Sequence[int] = INPUT_SIZE) -> Image.Image:
-    """The image at ``path`` as the network sees it before normalization: an RGB PIL image of
-    ``size`` = (H, W) pixels (steps 1-3 of the module docstring).
+    """The image at ``path`` as the network sees it before normalization: an 8-bit RGB PIL image
+    of ``size`` = (H, W) pixels (steps 1-3 of the module docstring). The first frame of an
+    animated GIF, WebP or PNG; the EXIF orientation applied (a phone photo taken on its side
+    comes out upright); then :func:`to_rgb`, then the centred square resized to ``size``.
 
     Raises:
         ImageFileError: one line naming ``path`` and why it cannot be used (not found, a
-            directory, not an image, truncated or corrupt).
+            directory, permission denied, not an image, truncated or corrupt, or more pixels
+            than Pillow's decompression-bomb guard allows, ``Image.MAX_IMAGE_PIXELS``).
     """
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-                white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, im.convert("RGBA"))
-            rgb = im.convert("RGB")
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that (and raises above): make the
+        # warning an error too, so an oversized file gets the one-line error, not a warning and
+        # a slow decode. catch_warnings is process-wide, not thread-safe: with concurrent calls
+        # (the app) this filter may outlive the block, which only extends the same refusal.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # an animation opens at its first frame
+                im.load()
+                rgb = to_rgb(ImageOps.exif_transpose(im))
     except FileNotFoundError:
         raise ImageFileError(f"{path}: not found") from None
     except IsADirectoryError:
@@ -76,12 +86,82 @@ def prepare(path: Path | str, size: Sequence[int] = INPUT_SIZE) -> Image.Image:
     except PermissionError:
         raise ImageFileError(f"{path}: permission denied") from None
     except Image.UnidentifiedImageError:
-        raise ImageFileError(f"{path}: not an image Pillow can read; expected a PNG or "
-                             "JPEG file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise ImageFileError(f"{path}: not an image Pillow can read; expected an image "
+                             "file (PNG, JPEG, WebP, BMP, TIFF, GIF, ...)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageFileError(f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's "
+                             "Image.MAX_IMAGE_PIXELS), refused as a possible decompression "
+                             "bomb") from None
+    except (OSError, ValueError, SyntaxError) as err:
         raise ImageFileError(f"{path}: truncated or corrupt image ({err})") from None
     height, width = size
     return ImageOps.fit(rgb, (width, height), method=Image.Resampling.BICUBIC)
+
+
+WHITE = (255, 255, 255, 255)
+# Single-channel modes wider than 8 bits, which Pillow's convert clips instead of scaling;
+# np.asarray gives (H, W) uint16 (">u2" for I;16B), int32 (I) or float32 (F).
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "PA")
+I16_MAX, I32_MAX = 65535, 2**31 - 1
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """``im`` (any size, any mode) as an 8-bit RGB image of the same size, the way a user
+    expects to see it. Per mode:
+
+    ==============================  ==========================================================
+    mode                            conversion
+    ==============================  ==========================================================
+    I;16, I;16L, I;16B, I;16N       16-bit gray (16-bit grayscale PNG, TIFF): ``round(v / 257)``,
+                                    so 0 -> 0 and 65535 -> 255 (Pillow's own convert clips at
+                                    255, turning most of the range white)
+    I                               32-bit signed gray (16-bit PGM, 32-bit TIFF): negative
+                                    values -> 0; if the maximum is <= 255, taken as 8-bit data;
+                                    <= 65535 as 16-bit (``round(v / 257)``); above, scaled by
+                                    the int32 range (``round(v * 255 / (2**31 - 1))``)
+    F                               32-bit float gray: NaN -> 0; values taken as 0-1 if the
+                                    maximum is <= 1 (``round(v * 255)``), else as 0-255;
+                                    clipped to 0-255
+    RGBA, LA, PA, RGBa; any mode    composited onto white (transparent -> white, half
+    with a ``transparency`` key     transparent -> halfway to white); the key of an I;16 or I
+    (P, L, RGB, I;16)               image marks its pixels white
+    1, L, P, RGB, CMYK, YCbCr, ...  Pillow's ``convert("RGB")`` (1 -> 0 or 255; CMYK naively,
+                                    without an ICC profile)
+    ==============================  ==========================================================
+
+    16-bit RGB and RGBA (PNG, TIFF) need nothing here: Pillow 12 decodes them to RGB/RGBA
+    keeping the high byte (``v >> 8``), within 1 of ``round(v / 257)``; likewise 16-bit gray
+    with alpha, which Pillow opens as RGBA.
+
+    Raises:
+        ValueError: a mode Pillow cannot convert to RGB (such as La).
+    """
+    if im.mode in WIDE_MODES:
+        return _wide_to_8bit(im).convert("RGB")
+    if im.mode in ALPHA_MODES or "transparency" in im.info:
+        white = Image.new("RGBA", im.size, WHITE)
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB")
+    return im.convert("RGB")
+
+
+def _wide_to_8bit(im: Image.Image) -> Image.Image:
+    """A 16- or 32-bit single-channel image (mode in :data:`WIDE_MODES`) as mode L, scaled by the
+    rule of :func:`to_rgb`; pixels equal to its ``transparency`` key, if any, are white."""
+    v = np.asarray(im).astype(np.float64)  # (H, W); float64 holds every int32 exactly
+    if im.mode == "F":
+        v = np.nan_to_num(v, nan=0.0)
+        scale = 255.0 if v.max(initial=0) <= 1 else 1.0
+    elif im.mode == "I":  # the type cannot say 8, 16 or 32 bits: the values do
+        top = v.max(initial=0)
+        scale = 1.0 if top <= 255 else 255 / I16_MAX if top <= I16_MAX else 255 / I32_MAX
+    else:  # I;16*: the type's range
+        scale = 255 / I16_MAX
+    gray = np.clip(np.rint(v * scale), 0, 255).astype(np.uint8)
+    key = im.info.get("transparency")
+    if isinstance(key, int):  # a 16-bit PNG's tRNS: one gray value is transparent
+        gray[np.asarray(im) == key] = 255
+    return Image.fromarray(gray)
 
 
 def to_tensor(images: Sequence[Image.Image], mean: Sequence[float],
@@ -199,7 +279,8 @@ def parser() -> argparse.ArgumentParser:
                     "file; --info prints where the model file came from.",
         epilog="Exit status: 0 all predicted, 1 an image could not be read, 2 bad arguments, "
                "3 unusable model file.")
-    p.add_argument("images", nargs="*", type=Path, help="PNG or JPEG files, any size and mode")
+    p.add_argument("images", nargs="*", type=Path,
+                   help="image files (PNG, JPEG, WebP, BMP, TIFF, GIF, ...), any size and mode")
     p.add_argument("--model", type=Path, default=paths.MODEL_FILE,
                    help=f"model file written by the train stage (default {paths.MODEL_FILE})")
     p.add_argument("--top-k", type=int, default=3, help="classes to show per image (default 3)")

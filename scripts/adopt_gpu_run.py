@@ -12,8 +12,9 @@ Steps, each checked before anything in the workspace changes:
    ``data.source`` (the GPU machine reads a local npz);
 3. ``data/cifar10`` made here by the download stage from ``--data`` when it is missing (the
    same images give the same bytes from any source, so its hash is the one the run had);
-4. the outputs of lr_find, train and evaluate copied into place, then ``dvc commit`` of those
-   stages and download, and ``dvc repro``, which runs only analyze and export (on this machine).
+4. the outputs of lr_find, train and evaluate copied into place, then ``dvc repro
+   check_params`` (every stage's first dependency), ``dvc commit`` of those stages and
+   download, and ``dvc repro``, which runs only analyze and export (on this machine).
 
 Afterwards ``dvc status`` is clean; commit dvc.lock, metrics/ and plots/ with git and
 ``dvc push`` the model. Exits 2 with a message naming the file or key when a check fails; an
@@ -133,6 +134,8 @@ def adopt(files_at: Path, run: str, npz: Path, force: bool) -> None:
             shutil.copyfile(run_file(run_dir, path), ROOT / path)
         shutil.move(joined, model)
     print(f"adopt: {run}'s outputs are in place; recording them with dvc commit")
+    # the stages' common dependency first (stages/check_params.py), then theirs
+    subprocess.run(["dvc", "repro", "check_params"], cwd=ROOT, check=True)
     subprocess.run(["dvc", "commit", "--force", *COMMITTED], cwd=ROOT, check=True)
     subprocess.run(["dvc", "repro"], cwd=ROOT, check=True)  # analyze and export, here
     subprocess.run(["dvc", "status"], cwd=ROOT, check=True)

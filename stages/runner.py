@@ -12,6 +12,15 @@ from typing import Callable
 from resnet9 import PipelineError
 
 
+class Interrupted(KeyboardInterrupt):
+    """A stage stopped by ``signal_name`` (``SIGINT``, ``SIGTERM``), with ``hint``: what
+    running it again does (train: from which epoch it resumes)."""
+
+    def __init__(self, signal_name: str, hint: str) -> None:
+        super().__init__(signal_name)
+        self.hint = hint
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -21,7 +30,7 @@ def run_stage(stage: str, main: Callable[[], None]) -> None:
 
     A :class:`PipelineError` prints ``<stage>: error: <message>`` and exits 1. SIGINT and SIGTERM
     stop the stage at once with exit 130 / 143; outputs are written atomically, so none of
-    them is left looking complete.
+    them is left looking complete. An :class:`Interrupted` adds a line with its hint.
     """
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -32,6 +41,8 @@ def run_stage(stage: str, main: Callable[[], None]) -> None:
     except KeyboardInterrupt as err:
         name = str(err) or "SIGINT"
         print(f"{stage}: interrupted by {name}; no output was completed", file=sys.stderr)
+        if isinstance(err, Interrupted):
+            print(f"{stage}: {err.hint}", file=sys.stderr)
         sys.exit(143 if name == "SIGTERM" else 130)
 
 

@@ -83,7 +83,7 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
                   f"{keep} most recent ({checkpoint.KEEP_ENV}): "
                   f"{', '.join(p.name for p in pruned)}")
         start, result, how = checkpoint.resume(ckpt, loop, fp)
-        saver = checkpoint.Saver(ckpt, loop, every_s, fp)
+        saver = checkpoint.Saver(ckpt, loop, every_s, fp, done=start)
     else:  # per-rank RNG streams are not checkpointed: start over, write none
         start, result, how = 0, None, f"{world} processes: no resume, training from scratch"
         saver = None
@@ -100,6 +100,10 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
     try:
         result = engine.fit(loop, start_epoch=start, result=result, callbacks=callbacks,
                             show=main_rank)
+    except KeyboardInterrupt as err:  # say from which epoch the same command resumes
+        hint = (saver.resume_hint() if saver is not None
+                else f"{world} processes write no checkpoint: the same command starts over")
+        raise runner.Interrupted(str(err) or "SIGINT", hint) from None
     except engine.TrainingDiverged as err:
         if world == 1:
             checkpoint.discard(ckpt)  # resuming it would diverge again

@@ -28,6 +28,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_NPZ = ROOT.parent / "shared" / "data" / "cifar10.npz"
 
 
+def _committed_params_text() -> str:
+    """params.yaml as committed at HEAD. Not the workspace's file: every `dvc exp run -S` (and
+    `make quick`) rewrites that one, and the tests must pass after a user's experiments too.
+    Where ROOT is no git checkout (an unpacked archive), the file as it is."""
+    proc = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=ROOT, capture_output=True,
+                          text=True)
+    return proc.stdout if proc.returncode == 0 else (ROOT / "params.yaml").read_text()
+
+
+COMMITTED_PARAMS_TEXT = _committed_params_text()
+
+
+def committed_params() -> dict:
+    """The committed params.yaml (:func:`_committed_params_text`) as a fresh mapping."""
+    return yaml.safe_load(COMMITTED_PARAMS_TEXT)
+
+
+@pytest.fixture(scope="session")
+def committed_params_file(tmp_path_factory) -> Path:
+    """A copy of the committed params.yaml, for code that reads a file."""
+    path = tmp_path_factory.mktemp("committed") / "params.yaml"
+    path.write_text(COMMITTED_PARAMS_TEXT)
+    return path
+
+
 @pytest.fixture(scope="session")
 def cifar_npz() -> Path:
     """The real CIFAR-10 (../shared/data/cifar10.npz). Skipped where absent, failed in CI."""
@@ -155,11 +180,14 @@ def set_params(repo: Path, **changes: dict) -> None:
 
 
 def copy_project(repo: Path) -> Path:
-    """Copy the project's pipeline files (not data, metrics or plots) into ``repo``."""
+    """Copy the project's pipeline files (not data, metrics or plots) into ``repo``, with the
+    committed params.yaml (not the workspace's)."""
     for rel in PROJECT:
         src, dst = ROOT / rel, repo / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
+        if rel == "params.yaml":
+            dst.write_text(COMMITTED_PARAMS_TEXT)
+        elif src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
@@ -186,7 +214,7 @@ def train_workdir(tmp_path: Path, name: str, **settings) -> Path:
     arrays = tiny_arrays(n_train=1024, n_test=100, seed=1)
     np.savez(work / paths.ARRAYS_FILE, **arrays)
     (work / paths.META_FILE).write_text(json.dumps({"sha256": {"train": "synthetic"}}))
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc = committed_params()
     doc["model"]["width_multiplier"] = 0.125
     settings = {"epochs": 4, "peak_epoch": 1, "batch_size": 64, "max_lr": 0.005,
                 "device": "cpu", "num_workers": 0, "ema_decay": 0.0, **settings}

@@ -186,6 +186,20 @@ def test_a_bad_test_set_gets_a_message_not_a_crash(demo, tmp_path):
     assert items == [] and "bad.npz" in source and "missing" in source
 
 
+def test_opening_the_misclassified_section_fills_the_gallery(demo, tmp_path):
+    # Issue 32: the section used to open empty, above a "Show misclassified" button.
+    pytest.importorskip("gradio")
+    page = app.build(demo, examples=tmp_path)
+    config = page.get_config_file()
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]}
+    assert "show-misclassified" not in ids  # no second click to make
+    wired = [d for d in config["dependencies"]
+             if (ids["misclassified"], "expand") in map(tuple, d["targets"])]
+    assert [d["outputs"] for d in wired] == [[ids["gallery"], ids["gallery-source"]]]
+    handler = page.fns[wired[0]["id"]].fn
+    assert handler == demo.misclassified  # the tested handler, cached: reopening is instant
+
+
 MISSING_MODEL = """
 import sys
 from resnet9 import app

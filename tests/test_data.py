@@ -15,7 +15,7 @@ import yaml
 from resnet9 import cifar10, data
 from resnet9.data import DataError
 
-from conftest import ROOT, tiny_arrays
+from conftest import ROOT, committed_params, tiny_arrays
 from resnet9 import paths
 
 
@@ -139,7 +139,7 @@ def test_subset_larger_than_the_data():
 
 def _write_params(workdir, source, **data_params):
     """The project's params.yaml in ``workdir``, with ``data.source`` and ``data_params`` set."""
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc = committed_params()
     doc["data"].update(source=str(source), **data_params)
     (workdir / "params.yaml").write_text(yaml.safe_dump(doc))
 
@@ -253,13 +253,14 @@ def test_ddp_shares_are_disjoint_equal_mixed_and_dealt_anew_every_epoch():
 
 
 @pytest.mark.parametrize("backend", ["albumentations", "torch"])
-def test_a_train_loader_with_a_ddp_share_yields_that_share_each_epoch(backend):
+def test_a_train_loader_with_a_ddp_share_yields_that_share_each_epoch(backend,
+                                                                       committed_params_file):
     from resnet9 import loaders, params
     from resnet9.distributed import sampler
 
     x = np.zeros((40, 32, 32, 3), dtype=np.uint8)
     y = np.arange(40) % 10
-    recipe = params.load("recipe", path=ROOT / "params.yaml").model_copy(
+    recipe = params.load("recipe", path=committed_params_file).model_copy(
         update={"batch_size": 8, "augment_backend": backend, "num_workers": 0})
     share = sampler(40, 1, 2, seed=3)
     loader = loaders.train_loader(data.Split(x, y), recipe, torch.device("cpu"),

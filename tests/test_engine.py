@@ -163,13 +163,11 @@ def test_ema_weights_differ_from_the_raw_weights_and_are_the_ones_evaluated():
     assert raw_loss != pytest.approx(loss)
 
 
-def test_no_weight_decay_on_bn_and_bias():
+def test_no_weight_decay_on_bn_and_bias(committed_params_file):
     from resnet9 import params
     from resnet9.recipe import optimizer
 
-    from conftest import ROOT
-
-    recipe = params.load("recipe", path=ROOT / "params.yaml").model_copy(
+    recipe = params.load("recipe", path=committed_params_file).model_copy(
         update={"weight_decay": 5e-4, "decay_bn_and_bias": False})
     opt = optimizer(_net(), 1e-3, recipe)
     decayed, plain = opt.param_groups
@@ -179,15 +177,13 @@ def test_no_weight_decay_on_bn_and_bias():
     assert len(decayed["params"]) == 9  # 8 convolutions and the FC weight
 
 
-def test_adamw_decays_the_weights_apart_from_the_gradient():
+def test_adamw_decays_the_weights_apart_from_the_gradient(committed_params_file):
     """recipe.optimizer adamw: torch's AdamW, whose decay (Loshchilov & Hutter) shrinks a
     weight whose gradient is zero by lr x decay, where Adam's L2 term would move it by ~lr."""
     from resnet9 import params
     from resnet9.recipe import optimizer
 
-    from conftest import ROOT
-
-    recipe = params.load("recipe", path=ROOT / "params.yaml").model_copy(
+    recipe = params.load("recipe", path=committed_params_file).model_copy(
         update={"optimizer": "adamw", "weight_decay": 0.1, "decay_bn_and_bias": False})
     weight = nn.Parameter(torch.ones(2, 2))
     bias = nn.Parameter(torch.ones(2))

@@ -133,7 +133,7 @@ def test_repeat_seeds_start_with_the_seed_and_never_overlap_between_seeds():
     assert a[0] == 0 and len(set(a) | set(b)) == 6
 
 
-def test_the_shipped_settings_pick_steadily_on_the_recorded_spec_curves():
+def test_the_shipped_settings_pick_steadily_on_the_recorded_spec_curves(committed_params_file):
     """Issue 19's goal, on the evidence: params.yaml's lr_find settings applied to the raw
     range-test curves recorded at the spec for their range (benchmarks/results/lr_find/, 5+
     seeds, CPU fp32) pick values at most 1.25x apart, near the 2.6e-3 the factor aims at."""
@@ -143,7 +143,7 @@ def test_the_shipped_settings_pick_steadily_on_the_recorded_spec_curves():
 
     from conftest import ROOT
 
-    p = params.load("lr_find", path=ROOT / "params.yaml")
+    p = params.load("lr_find", path=committed_params_file)
     results = ROOT / "benchmarks" / "results" / "lr_find"
 
     def same_range(runs: pd.DataFrame) -> bool:

@@ -11,12 +11,12 @@ from resnet9 import params
 from resnet9.params import ParamsError
 from stages import runner
 
-from conftest import ROOT
+from conftest import ROOT, committed_params
 
 
 def shipped(section: str) -> dict:
     """Section ``section`` of the shipped params.yaml, the one source of values."""
-    return dict(params.read(ROOT / "params.yaml")[section])
+    return dict(committed_params()[section])
 
 
 # For every key: (wrong type, out of range) values. Choices count an unknown value as out of range.
@@ -68,9 +68,9 @@ def test_the_allowed_values_are_spelled_out(section, key, value, expected):
     assert str(err.value) == f"{section}.{key}: {value!r} is not allowed; expected {expected}"
 
 
-def test_shipped_params_yaml_validates():
+def test_shipped_params_yaml_validates(committed_params_file):
     for section in params.SECTIONS:
-        params.load(section, path=ROOT / "params.yaml")
+        params.load(section, path=committed_params_file)
 
 
 @pytest.mark.parametrize("section, key, value",
@@ -105,7 +105,7 @@ def test_peak_epoch_must_come_before_the_last_epoch(peak):
 
 
 def test_batch_size_must_give_every_process_an_image(tmp_path):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc = committed_params()
     doc["recipe"]["batch_size"], doc["train"]["nproc_per_node"] = 2, 4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ParamsError, match=r"^recipe\.batch_size: 2 is not allowed; expected at "
@@ -114,7 +114,7 @@ def test_batch_size_must_give_every_process_an_image(tmp_path):
 
 
 def test_every_stage_refuses_a_bad_value_in_a_section_it_does_not_read(tmp_path):
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc = committed_params()
     doc["train"]["epochs"] = "abc"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     for sections in [("data",), ("model", "lr_find", "recipe"), ("evaluate", "recipe")]:
@@ -153,7 +153,7 @@ def test_load_reports_missing_file_and_section(tmp_path):
 
 
 def _params_with(tmp_path: Path, section: str, key: str, value) -> None:
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc = committed_params()
     doc[section][key] = value
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
 
@@ -213,3 +213,14 @@ def test_a_renamed_key_names_its_new_name():
     with pytest.raises(ParamsError) as err:
         params.parse("lr_find", old)
     assert str(err.value).startswith("lr_find.fraction: renamed; use lr_find.factor")
+
+
+def test_no_test_reads_the_workspace_params_yaml():
+    """`dvc exp run -S` and `make quick` rewrite the workspace's params.yaml, and the suite must
+    pass after them: tests take the committed params from conftest (COMMITTED_PARAMS_TEXT,
+    committed_params(), committed_params_file), never ROOT's file."""
+    offenders = [f"{path.name}:{n}" for path in sorted((ROOT / "tests").glob("*.py"))
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if 'ROOT / "params.yaml"' in line and "git show" not in line
+                 and path.name != "conftest.py"]
+    assert offenders == []

@@ -171,7 +171,9 @@ def test_a_div_factor_change_leaves_the_lr_range_test_alone(repo):
     set_params(repo, train={"div_factor": 25})
     try:
         changed = json.loads(sh(repo, "dvc", "status", "--json").stdout)
-        assert set(changed) == {"train"}, changed  # evaluate, analyze, export follow its outputs
+        # check_params reads all of params.yaml; evaluate, analyze and export follow train's
+        # outputs, and check_params's never changes
+        assert set(changed) == {"check_params", "train"}, changed
     finally:
         set_params(repo, train={"div_factor": doc["train"]["div_factor"]})
     assert json.loads(sh(repo, "dvc", "status", "--json").stdout) == {}
@@ -319,22 +321,66 @@ def test_make_quick_runs_the_whole_pipeline_as_an_experiment(tmp_path, cifar_npz
 
 # ---- after the tests above: these commit the workspace and leave a failed experiment ------
 
-def test_a_bad_param_stops_the_first_stage_before_any_work_and_the_readme_restores(repo):
+def _predict_one(repo: Path) -> subprocess.CompletedProcess:
+    """``python -m resnet9.predict`` on a test image with the workspace's model."""
+    Image.fromarray(np.load(repo / paths.ARRAYS_FILE)["x_test"][0]).save(repo / "one.png")
+    return sh(repo, "python", "-m", "resnet9.predict", "one.png", "--json", PYTHONPATH=str(ROOT))
+
+
+def test_a_bad_param_loses_nothing_and_the_readme_recovery_works(repo, tmp_path):
+    """After an experiment, a bad value: check_params refuses it before DVC deletes any output,
+    so the experiment's model still predicts; then the README's recovery lines, as typed, in
+    that workspace and on a fresh clone, where the outputs are in no cache."""
     commit_all(repo, "the reference run")  # as in the project: outputs and lock committed
+    good = sh(repo, "dvc", "exp", "run", "-n", "good-run", "-S", "train.max_lr=0.003")
+    assert ran(good) == {"train", "evaluate", "analyze", "export"}, good.stdout
+    model = (repo / paths.MODEL_FILE).read_bytes()
+    outputs = {p: (repo / p).read_bytes() for p in (paths.TRAIN_METRICS, paths.LR_FIND_METRICS,
+                                                    paths.EVALUATE_METRICS)}
+
     proc = sh(repo, "dvc", "exp", "run", "-S", "lr_find.num_iter=21", "-S", "train.epochs=abc",
               check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "lr_find: error: train.epochs: 'abc' is not allowed" in out, out
-    assert "lr_find: 21 steps" not in out  # refused before the range test started
-    assert ran(proc) == {"lr_find"}, out
-    assert not (repo / paths.LR_FIND_METRICS).exists()  # DVC removed the stage's outputs
+    assert "check_params: error: train.epochs: 'abc' is not allowed" in out, out
+    assert "Running stage 'check_params'" in out and ran(proc) == set(), out
+    assert (repo / paths.MODEL_FILE).read_bytes() == model  # nothing a user had is lost
+    assert {p: (repo / p).read_bytes() for p in outputs} == outputs
+    assert _predict_one(repo).returncode == 0
+    status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+    assert set(status) == {"check_params", "lr_find", "train"}, status  # what the -S changed
+    assert status["train"] == [{"changed deps": {"params.yaml": {"modified": "train"}}}], status
 
-    sh(repo, "bash", "-c", readme_line("git checkout params.yaml"))  # the README's recovery
+    # The README's recovery, line by line as typed: the committed params (the model stays),
+    # then the good experiment back, then dvc checkout (a no-op here: all is in place).
+    sh(repo, "bash", "-c", readme_line("git checkout params.yaml"))
     assert "epochs: abc" not in (repo / "params.yaml").read_text()
-    assert (repo / paths.LR_FIND_METRICS).is_file()
-    status = sh(repo, "dvc", "status")
-    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    assert (repo / paths.MODEL_FILE).read_bytes() == model
+    sh(repo, "bash", "-c", readme_line("dvc exp apply <name>").replace("<name>", "good-run"))
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["max_lr"] == 0.003
+    sh(repo, "bash", "-c", readme_line("dvc checkout"))
+    assert (repo / paths.MODEL_FILE).read_bytes() == model
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status").stdout
+
+    # After a stage failed mid-run, DVC had deleted its outputs: dvc checkout brings them back.
+    (repo / paths.MODEL_FILE).unlink()
+    sh(repo, "bash", "-c", readme_line("dvc checkout"))
+    assert (repo / paths.MODEL_FILE).read_bytes() == model
+
+    # A fresh clone: the params come back; dvc checkout names the outputs it cannot restore
+    # (no cache, no remote), and the README says to rebuild them with dvc repro.
+    commit_all(repo, "the good run")
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    if sh(clone, "dvc", "remote", "list").stdout.strip():  # an earlier test added one
+        sh(clone, "dvc", "remote", "remove", "shared")
+    sh(clone, "bash", "-c", readme_line("git checkout params.yaml"))
+    missing = sh(clone, "bash", "-c", readme_line("dvc checkout"), check=False)
+    assert missing.returncode != 0
+    assert "Checkout failed for following targets" in missing.stderr, missing.stderr
+    assert "data/model.pt" in missing.stderr, missing.stderr
+    assert "dvc repro" in ROOT.joinpath("README.md").read_text().split(
+        "**After a failed `dvc exp run`**")[1].split("\n## ")[0]
 
 
 # ---- the README's commands, as a user types them ---------------------------------------------
@@ -352,7 +398,7 @@ README_COMMANDS: list[tuple[str, str | None]] = [
     (r"dvc remote add -d team ssh://", "tests/test_team.py runs the team recipe (local sshd)"),
     (r"git commit -m \"Team DVC remote\"", "tests/test_team.py runs the team recipe"),
     (r"dvc exp run --pull --allow-missing", "tests/test_team.py runs it (scripts/sweep/task.sh)"),
-    (r"dvc exp (push|pull|apply) ", "tests/test_team.py runs the team recipe"),
+    (r"dvc exp (push|pull) |dvc exp apply <name> &&", "tests/test_team.py runs the team recipe"),
     (r"dvc metrics diff <name> <other-name>", "tests/test_team.py runs the team recipe"),
     (r"source \.venv/bin/activate", None),
     (r"\.venv/bin/dvc ", None),
@@ -362,6 +408,8 @@ README_COMMANDS: list[tuple[str, str | None]] = [
     (r"for lr in ", None),
     (r"dvc queue (start|logs)\b", None),
     (r"git checkout params\.yaml", None),
+    (r"dvc exp apply <name>$", "test_a_bad_param_loses_nothing_and_the_readme_recovery_works"),
+    (r"dvc checkout$", None),
     (r"python -m resnet9\.predict ", None),
 ]
 
@@ -395,13 +443,14 @@ def test_every_readme_command_is_run_or_skipped_with_a_reason():
 def test_the_readme_commands_run(repo):
     """The README's runnable commands, in its order, in the e2e repo (tiny settings: width
     0.125, 1,000 images), through bash as a user types them. Placeholders get real values:
-    ``<name>`` a queued experiment's name; the images of the predict examples are CIFAR-10
-    test images saved as files."""
+    ``<name>`` a queued experiment's name; ``photos/*.jpg`` of the predict examples are CIFAR-10
+    test images saved as files, the other images are the shipped app/examples/."""
     commit_all(repo, "before the README's commands")
     (repo / ".venv").symlink_to(Path(sys.prefix))
-    x = np.load(repo / paths.ARRAYS_FILE)["x_test"][:4]
+    shutil.copytree(ROOT / "app/examples", repo / "app/examples")  # shipped, as in a clone
+    x = np.load(repo / paths.ARRAYS_FILE)["x_test"][:2]
     (repo / "photos").mkdir()
-    for name, image in zip(["cat.jpg", "dog.png", "photos/a.jpg", "photos/b.jpg"], x):
+    for name, image in zip(["photos/a.jpg", "photos/b.jpg"], x):  # the user's own photos
         Image.fromarray(image).save(repo / name)
     ran_commands = []
     for command in readme_commands():

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from resnet9 import engine, lr_range, precision
-from conftest import ROOT
 from resnet9.params import ParamsError, parse, read
 from resnet9.precision import Precision
 from resnet9.schedule import one_cycle
@@ -39,13 +38,13 @@ def test_choice_per_device_and_capability(setting, device_type, capability, expe
     assert precision.choose(setting, device_type, capability) == expected
 
 
-def test_bad_settings_are_named():
+def test_bad_settings_are_named(committed_params_file):
     with pytest.raises(ValueError, match="'fp8'"):
         precision.choose("fp8", "cuda", (9, 0))
     with pytest.raises(ValueError, match="capability"):
         precision.choose("auto", "cuda", None)
     with pytest.raises(ParamsError, match=r"recipe.precision: 'half' is not allowed"):
-        parse("recipe", {**read(ROOT / "params.yaml")["recipe"], "precision": "half"})
+        parse("recipe", {**read(committed_params_file)["recipe"], "precision": "half"})
 
 
 def test_resolve_on_this_cpu_is_fp32_with_a_disabled_scaler():

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, colour_arrays
+from conftest import COMMITTED_PARAMS_TEXT, ROOT, colour_arrays
 from resnet9 import cifar10, data, loaders, model_file, paths, predict
 
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -44,7 +44,7 @@ def _stage_workdir(tmp_path: Path, model: Path, n_test: int = 40) -> Path:
     x, y = colour_arrays(n_test, seed=1)
     np.savez(work / paths.ARRAYS_FILE, x_train=x, y_train=y, x_test=x, y_test=y)
     (work / paths.META_FILE).write_text(json.dumps({"sha256": {"test": "synthetic"}}))
-    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    (work / "params.yaml").write_text(COMMITTED_PARAMS_TEXT)
     shutil.copy(model, work / paths.MODEL_FILE)
     return work
 

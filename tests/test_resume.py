@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import (CKPT_DIR, checkpoints, dvc_env, dvc_repo_for_train,
@@ -31,6 +32,9 @@ def test_interrupt_leaves_no_complete_output_then_resume_matches(tmp_path, refer
     stopped = interrupt_after_first_checkpoint(work, sig)
     assert stopped.returncode == code, stopped.stderr
     assert "interrupted by" in stopped.stderr
+    done = torch.load(checkpoints(work)[0], weights_only=False)["epochs_done"]
+    assert (f"train: run the same command again to resume from epoch {done + 1} of 4 "
+            f"({CKPT_DIR}/") in stopped.stderr, stopped.stderr
     assert not (work / paths.MODEL_FILE).exists()
     # Only the progress written after every epoch (resnet9/live.py): the epochs done so far.
     assert sorted(p.name for p in (work / "plots").iterdir()) == ["train_history.csv"]
@@ -275,6 +279,29 @@ def test_saver_writes_at_most_once_per_interval_and_never_after_the_last_epoch(m
     assert written == [0, 1]
 
 
+def test_the_resume_hint_names_the_epoch_or_says_there_is_no_checkpoint(monkeypatch):
+    from types import SimpleNamespace
+
+    from resnet9 import checkpoint
+
+    monkeypatch.setattr(checkpoint, "save", lambda *a, **kw: None)
+    now = [0.0]
+    saver = checkpoint.Saver("c/x.pt", SimpleNamespace(epochs=24), every_s=60, fp="f",
+                             clock=lambda: now[0])
+    assert saver.resume_hint() == ("no checkpoint yet (one is written at the end of an epoch, "
+                                   "at most once per 60 s of training): the same command starts "
+                                   "from epoch 1")
+    now[0] = 30.0
+    saver(0, None)  # too soon: still none
+    assert saver.resume_hint().startswith("no checkpoint yet")
+    now[0] = 65.0
+    saver(1, None)
+    assert saver.resume_hint() == ("run the same command again to resume from epoch 3 of 24 "
+                                   "(c/x.pt)")
+    resumed = checkpoint.Saver("c/x.pt", SimpleNamespace(epochs=24), every_s=60, fp="f", done=7)
+    assert "resume from epoch 8 of 24" in resumed.resume_hint()  # before its first write
+
+
 # ---- the same, under real `dvc exp run` in a temporary git repo on real CIFAR-10 ------------
 
 EXP_RUN = ("dvc", "exp", "run", "-S", "train.max_lr=0.005", "-S", "recipe.seed=1")
@@ -307,6 +334,7 @@ def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_n
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     assert "train: interrupted by SIGINT" in out, out
+    assert "train: run the same command again to resume from epoch 2 of 3 (" in out, out
     assert not (repo / paths.MODEL_FILE).exists()
 
     again = _exp_run(repo)
