@@ -2,7 +2,8 @@
 
   (a) compute: forward + backward + Adam step on one batch already on the device (the ceiling),
       through resnet9.engine.train_one_epoch: channels_last, the --precision autocast (auto:
-      bf16 on CUDA capability >= 8.0, fp16 with GradScaler below, fp32 on CPU);
+      bf16 on CUDA capability >= 8.0, fp16 with GradScaler below; on a CPU bf16 where it is
+      native, AVX512-BF16 or AMX, else fp32: resnet9.precision);
   (b) ours, end to end: the same train_one_epoch over the recipe's loader (albumentations
       DataLoader, resnet9.loaders.train_loader) on CPU, resnet9.loaders.DeviceLoader on CUDA;
   (c) baseline "the usual way": albumentations Compose per image in a DataLoader with
@@ -132,7 +133,8 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.25)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--precision", choices=params.PRECISIONS, default="auto",
-                    help="as recipe.precision (auto: bf16 or fp16 on CUDA by capability, fp32 on CPU)")
+                    help="as recipe.precision (auto: bf16 or fp16 on CUDA by capability; on a CPU "
+                         "bf16 where native, else fp32)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None,

@@ -1,7 +1,7 @@
 """Where a trained model came from: code, software, hardware, data, params, time.
 
 :func:`collect` returns one flat-ish dict that the train stage stores in ``data/model.pt``
-(key ``provenance``) and in ``metrics/train.json``; ``python -m resnet9.predict --info`` prints
+(key ``provenance``) and in ``metrics/provenance.json``; ``python -m resnet9.predict --info`` prints
 it back. Every value is a JSON scalar, a list or a dict of them, so the dict survives both
 ``torch.save`` / ``torch.load(weights_only=True)`` and JSON.
 """
@@ -62,7 +62,8 @@ def device_name(device: torch.device) -> str:
 
 
 def collect(*, params: dict, dataset_sha256: Any, train_seconds: float,
-            device: torch.device, cwd: Path | str = ".") -> dict[str, Any]:
+            device: torch.device, cwd: Path | str = ".", precision: str | None = None,
+            cpu: dict | None = None) -> dict[str, Any]:
     """Provenance of a training run that just finished on ``device``.
 
     Args:
@@ -71,12 +72,15 @@ def collect(*, params: dict, dataset_sha256: Any, train_seconds: float,
         train_seconds: wall time of the training epochs, in seconds.
         device: where it trained.
         cwd: the repository whose git state is recorded.
+        precision: the precision it trained in (``bf16``, ``fp16``, ``fp32``).
+        cpu: what the CPU offers (:func:`resnet9.precision.cpu_capability`).
 
     Returns:
         ``git_commit``, ``git_dirty``, ``git_dirty_files`` (see :func:`git_state`),
         ``torch_version``, ``cuda_version`` (torch's CUDA build, None for a CPU build),
         ``cudnn_version`` (int or None), ``python_version``, ``platform``, ``device`` (``cpu``, ``mps``,
-        ``cuda``, or ``cuda:<i>`` when the run claimed GPU i of several: resnet9/runtime.py), ``device_name``, ``torch_threads`` (intra-op CPU threads),
+        ``cuda``, or ``cuda:<i>`` when the run claimed GPU i of several: resnet9/runtime.py),
+        ``device_name``, ``torch_threads`` (intra-op CPU threads), ``precision``, ``cpu``,
         ``dataset_sha256``, ``params``,
         ``train_seconds`` (float, s) and ``date`` (UTC, ISO 8601, seconds).
     """
@@ -91,6 +95,8 @@ def collect(*, params: dict, dataset_sha256: Any, train_seconds: float,
         "device": str(device),  # cuda:<i> when this run claimed GPU i of several
         "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
+        "precision": precision,
+        "cpu": cpu,
         "dataset_sha256": dataset_sha256,
         "params": params,
         "train_seconds": float(train_seconds),

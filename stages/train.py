@@ -94,7 +94,8 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
     log(f"train: {how}")
     log(f"train: {train_p.epochs} epochs x {len(train_loader)} steps, batch "
         f"{recipe_p.batch_size}, max_lr {max_lr:.4g}, min_lr {min_lr:.4g}, "
-        f"width {model_p.width_multiplier}, on {device} x {world}, {loop.precision.name}")
+        f"width {model_p.width_multiplier}, on {device} x {world}, "
+        f"{precision.explain(recipe_p.precision, loop.precision)}")
     clock.lap("setup")
     t0 = time.perf_counter()
     try:
@@ -122,7 +123,8 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
     seconds = sum(h.seconds for h in result.history)  # resumed epochs count once
 
     prov = provenance.collect(params=run_params, dataset_sha256=dataset_sha256,
-                              train_seconds=seconds, device=device)
+                              train_seconds=seconds, device=device,
+                              precision=loop.precision.name, cpu=precision.cpu_capability())
     # Where this stage's time went until its outputs (runner.StageClock): in the provenance,
     # not in metrics/train.json, whose six more columns would crowd `dvc exp show`.
     prov["stage_seconds"] = clock.seconds()

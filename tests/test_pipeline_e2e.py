@@ -26,7 +26,7 @@ from PIL import Image
 
 from conftest import (ROOT, commit_all, copy_project, exp_results, readme_command, readme_line,
                       set_params, sh)
-from resnet9 import paths
+from resnet9 import paths, precision
 
 STAGES = ["download", "lr_find", "train", "evaluate", "analyze", "export"]
 MODEL_NAME = "resnet9-cifar10"  # dvc.yaml artifacts
@@ -116,6 +116,10 @@ def test_every_declared_output_exists_and_parses(repo):
     assert provenance["git_dirty"] is False  # only pipeline outputs changed since the commit
     assert provenance["dataset_sha256"] == meta["sha256"]
     assert provenance["params"]["train"]["epochs"] == 2 and provenance["train_seconds"] > 0
+    native = precision.cpu_native_bf16()  # recipe.precision auto on this CPU
+    assert provenance["precision"] == ("bf16" if native else "fp32")
+    assert provenance["cpu"] == {"simd": torch.backends.cpu.get_cpu_capability(),
+                                 "native_bf16": native}
 
     export = json.loads((repo / paths.EXPORT_METRICS).read_text())
     assert export["images"] == TINY["test"]

@@ -38,6 +38,37 @@ def test_choice_per_device_and_capability(setting, device_type, capability, expe
     assert precision.choose(setting, device_type, capability) == expected
 
 
+@pytest.mark.parametrize("setting, cpu_bf16, expected", [
+    ("auto", True, "bf16"),    # AVX512-BF16 or AMX: oneDNN's native bf16
+    ("auto", False, "fp32"),   # emulated bf16 is many times slower than fp32
+    ("fp32", True, "fp32"),    # an explicit choice wins over the CPU
+    ("bf16", False, "bf16"),
+])
+def test_auto_on_the_cpu_follows_native_bf16(setting, cpu_bf16, expected):
+    assert precision.choose(setting, "cpu", None, cpu_bf16) == expected
+    assert precision.choose(setting, "mps", None, cpu_bf16) == ("fp32" if setting == "auto"
+                                                                else setting)
+
+
+def test_the_native_bf16_probe_is_guarded(monkeypatch):
+    """torch's probes are private: missing or failing ones read as no native bf16."""
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert precision.cpu_native_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: 1 / 0, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert precision.cpu_native_bf16() is True  # AMX alone counts
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: True)
+    assert precision.resolve("auto", CPU).name == "bf16"
+    assert precision.explain("auto", precision.resolve("auto", CPU)) == \
+        "bf16 (auto: this CPU runs bf16 natively)"
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: False)
+    assert precision.explain("auto", precision.resolve("auto", CPU)) == \
+        "fp32 (auto: this CPU has no native bf16, AVX512-BF16 or AMX)"
+    assert precision.explain("fp32", precision.resolve("fp32", CPU)) == "fp32 (recipe.precision)"
+    assert precision.cpu_capability()["native_bf16"] is False
+
+
 def test_bad_settings_are_named(committed_params_file):
     with pytest.raises(ValueError, match="'fp8'"):
         precision.choose("fp8", "cuda", (9, 0))
@@ -47,9 +78,11 @@ def test_bad_settings_are_named(committed_params_file):
         parse("recipe", {**read(committed_params_file)["recipe"], "precision": "half"})
 
 
-def test_resolve_on_this_cpu_is_fp32_with_a_disabled_scaler():
+def test_resolve_on_this_cpu_follows_its_bf16_and_fp32_has_a_disabled_scaler():
     amp = precision.resolve("auto", CPU)
-    assert amp.name == "fp32" and not amp.scaler.is_enabled()
+    assert amp.name == ("bf16" if precision.cpu_native_bf16() else "fp32")
+    assert not amp.scaler.is_enabled()
+    assert not precision.resolve("fp32", CPU).scaler.is_enabled()
     assert precision.resolve("fp16", CPU).scaler.is_enabled()  # the scaler follows fp16 only
     assert not precision.resolve("bf16", CPU).scaler.is_enabled()
 
