@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < requirements.txt | cut -d' ' -f1)
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test test-fast quick install demo space
+.PHONY: repro test test-fast quick install demo space reference-status
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 # While editing: the tests that need neither real dvc nor training subprocesses (pytest -m).
 test-fast: $(STAMP)
 	python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow" tests
+
+# Does dvc.lock (the committed reference) still match the code and params? Names, per stage,
+# what changed since; exit 1 if anything did (scripts/reference_status.py).
+reference-status: $(STAMP)
+	python scripts/reference_status.py
 
 # The whole pipeline, small, in minutes on a CPU: width 0.25, 25,000 training / 5,000 test
 # images, 4 epochs, a fixed max_lr (its time and accuracy: docs/results.md, "make quick").

@@ -3,8 +3,8 @@
 Modules, each small and with one job:
 
 - :mod:`resnet9.params`    typed ``params.yaml`` sections and their validation
-- :mod:`resnet9.paths`     every output path, declared once
-- :mod:`resnet9.cifar10`   CIFAR-10's classes, image size and statistics
+- :mod:`resnet9.paths`     every output path, declared once; the project root
+- :mod:`resnet9.cifar10`   CIFAR-10's classes, split sizes, image size and statistics
 - :mod:`resnet9.preprocess` images to the network's input: the shared normalization
 - :mod:`resnet9.data`      dataset sources, integrity checks, the canonical dataset
 - :mod:`resnet9.augment`   the albumentations pipelines
@@ -12,12 +12,13 @@ Modules, each small and with one job:
 - :mod:`resnet9.loaders`   train and test loaders of both backends, with their RNG state
 - :mod:`resnet9.model`     the ResNet-9 network and its torchinfo summary
 - :mod:`resnet9.schedule`  the One Cycle policy
-- :mod:`resnet9.lr_range`  the LR range test and its pick rule
+- :mod:`resnet9.lr_range`  the LR range test, its pick rule, and train's reading of it
 - :mod:`resnet9.recipe`    params to torch objects: network, Adam, EMA, loss
 - :mod:`resnet9.model_file` the model file: what train writes and predict, export, evaluate read
-- :mod:`resnet9.engine`    the training loop (``TrainLoop``), evaluation
+- :mod:`resnet9.engine`    the training loop (``TrainLoop``, ``build_loop``), evaluation, verdict
 - :mod:`resnet9.runtime`   device choice (a free GPU per run), seeding
 - :mod:`resnet9.checkpoint` resumable training state
+- :mod:`resnet9.train_outputs` what a finished training run writes, in one call
 - :mod:`resnet9.distributed` DistributedDataParallel under torchrun
 - :mod:`resnet9.gradcam`   Grad-CAM with captum
 - :mod:`resnet9.figures`   matplotlib figures

@@ -77,7 +77,7 @@ class Demo:
     def __init__(self, model: Path, device: torch.device, test_data: Path | None = None,
                  gallery_images: int = GALLERY_IMAGES):
         self.model, self.device, self.test_data = Path(model), device, test_data
-        self.info = predict.info(self.model)  # validates the file, and the md5 for the gallery
+        self.info = model_file.info(self.model)  # validates the file, and the md5 for the gallery
         self.net, saved = model_file.load_trained(self.model, device)
         self.classes = list(saved["classes"])
         self.size, self.norm = saved["input_size"], saved["normalization"]

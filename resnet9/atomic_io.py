@@ -17,8 +17,6 @@ from typing import Any, Callable, Iterator
 
 import pandas as pd
 
-FIGURE_DPI = 110  # PNG resolution of every figure (pixels per inch)
-
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str, suffix: str = "") -> Iterator[Path]:
@@ -70,17 +68,6 @@ def write_csv(path: Path | str, frame: pd.DataFrame) -> Path:
 def write_text(path: Path | str, content: str) -> Path:
     """Write a text file, atomically."""
     return write_with(path, lambda p: p.write_text(content))
-
-
-def save_figure(path: Path | str, fig) -> Path:
-    """Save a matplotlib figure as PNG at :data:`FIGURE_DPI`, atomically, and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        return write_with(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI,
-                                                      bbox_inches="tight"), ".png")
-    finally:
-        plt.close(fig)
 
 
 def save_torch(path: Path | str, obj: Any) -> Path:

@@ -5,13 +5,12 @@ draws from (torch, NumPy, Python, and the train loader's own: ``rng_state()``), 
 far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
 On CPU a resumed run ends bit-identical to an uninterrupted one with the same seed.
 
-Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (git-ignored, not a DVC output).
-The project root is ``$DVC_ROOT``, which DVC sets for every stage command to the workspace's
-root, also for ``dvc exp run --queue`` / ``--temp`` runs that execute in a copy under
-``.dvc/tmp/exps/``; without DVC (``python -m stages.train``) it is the working directory. Being
-outside DVC's outputs, a checkpoint is neither restored nor removed by ``dvc exp run``'s
-checkout, and being keyed by the fingerprint, a changed param or dataset never resumes from a
-stale state. The run deletes its checkpoint once it completes.
+Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (git-ignored, not a DVC output;
+the project root is ``$DVC_ROOT`` under DVC, also for queued runs, else the working directory:
+:func:`resnet9.paths.in_project`). Being outside DVC's outputs, a checkpoint is neither
+restored nor removed by ``dvc exp run``'s checkout, and being keyed by the fingerprint, a
+changed param or dataset never resumes from a stale state. The run deletes its checkpoint
+once it completes.
 
 When: at most once per :data:`EVERY_S` seconds of training (``$RESNET9_CHECKPOINT_EVERY_S``
 overrides it; 0 = after every epoch), never after the final epoch.
@@ -31,15 +30,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from resnet9 import PipelineError, atomic_io
+from resnet9 import PipelineError, atomic_io, paths
 from resnet9.engine import EpochStats, FitResult, TrainLoop
 
-CACHE_DIR = Path(".cache/checkpoints")  # under the project root; .gitignore lists .cache/
 EVERY_S = 60.0  # default: seconds of training between two checkpoint writes
 EVERY_S_ENV = "RESNET9_CHECKPOINT_EVERY_S"
 KEEP = 3  # checkpoints of other (abandoned or paused) runs kept, the most recent ones
 KEEP_ENV = "RESNET9_CHECKPOINT_KEEP"
-ROOT_ENV = "DVC_ROOT"  # set by DVC for stage commands: the workspace root
 
 
 def fingerprint(**things: Any) -> str:
@@ -47,16 +44,10 @@ def fingerprint(**things: Any) -> str:
     return hashlib.sha256(json.dumps(things, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def directory(env: Mapping[str, str] = os.environ) -> Path:
-    """The checkpoint directory: ``$DVC_ROOT/.cache/checkpoints``, else ``.cache/checkpoints``
-    relative to the working directory (the project root when a stage runs)."""
-    root = env.get(ROOT_ENV)
-    return Path(root) / CACHE_DIR if root else CACHE_DIR
-
-
 def path_for(fp: str, env: Mapping[str, str] = os.environ) -> Path:
-    """The checkpoint file of the run with fingerprint ``fp`` (its first 16 hex digits)."""
-    return directory(env) / f"{fp[:16]}.pt"
+    """The checkpoint file of the run with fingerprint ``fp`` (its first 16 hex digits), in
+    :data:`resnet9.paths.CHECKPOINT_DIR` under the project root."""
+    return paths.in_project(paths.CHECKPOINT_DIR, env) / f"{fp[:16]}.pt"
 
 
 def every_s(env: Mapping[str, str] = os.environ) -> float:

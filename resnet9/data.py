@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from resnet9 import PipelineError
-from resnet9.cifar10 import IMAGE_SIZE, NUM_CLASSES
+from resnet9.cifar10 import IMAGE_SIZE, NUM_CLASSES, SPLIT_COUNTS
 from resnet9.paths import ARRAYS_FILE, DATASET_DIR
 
-FULL_COUNTS = {"train": 50_000, "test": 10_000}
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -157,7 +156,7 @@ def check_cifar10(arrays: dict[str, np.ndarray], origin: str, full: bool = True)
         if len(x) != len(y):
             raise DataError(f"{origin}: x_{split} has {len(x)} images but y_{split} {len(y)} labels")
         if full:
-            n = FULL_COUNTS[split]
+            n = SPLIT_COUNTS[split]
             if len(y) != n:
                 raise DataError(f"{origin}: {split} has {len(y)} images; expected {n:,}")
             per_class = np.bincount(y, minlength=NUM_CLASSES)

@@ -3,9 +3,9 @@
 ``train.nproc_per_node > 1`` makes the train stage relaunch itself under ``torchrun``
 (``python -m torch.distributed.run --standalone``). Every epoch the training set is shuffled
 alike on all ranks and dealt out among them (torch's ``DistributedSampler`` with ``set_epoch``:
-:func:`sampler`), so N processes see the same distribution as one; each takes a batch of
-``batch_size // world``, so one step still sees ``batch_size`` images, and DDP averages the
-gradients. NCCL on CUDA, gloo on CPU. Only rank 0 writes outputs.
+:func:`resnet9.loaders.rank_share`), so N processes see the same distribution as one; each
+takes a batch of ``batch_size // world``, so one step still sees ``batch_size`` images, and DDP
+averages the gradients. NCCL on CUDA, gloo on CPU. Only rank 0 writes outputs.
 
 Multi-node training (torchrun's rendezvous across hosts) is not supported: a spec run takes
 about a minute on one GPU, so a sweep spreads whole runs over machines instead (README).
@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DistributedSampler
 
 
-def launched() -> bool:
-    """True inside a process started by torchrun."""
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+def launched(env: Mapping[str, str] = os.environ) -> bool:
+    """True inside a process started by torchrun (which sets ``LOCAL_RANK`` and ``WORLD_SIZE``)."""
+    return "LOCAL_RANK" in env and "WORLD_SIZE" in env
 
 
 def relaunch(nproc: int, module: str) -> int:
@@ -41,16 +41,6 @@ def init(device: torch.device) -> tuple[int, int, torch.device]:
         device = torch.device("cuda", local)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def sampler(n: int, rank: int, world: int, seed: int) -> DistributedSampler:
-    """Rank ``rank``'s share of ``n`` training images, dealt anew every epoch: torch's
-    ``DistributedSampler`` shuffles ``range(n)`` with ``seed + epoch`` (the loader's
-    ``set_epoch``) alike on all ranks and gives rank r every ``world``-th index from r. The
-    shares of an epoch are disjoint and equal (``drop_last``: the ``n % world`` images left over
-    change from epoch to epoch), so every rank takes the same number of steps."""
-    return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                              drop_last=True)
 
 
 def weights_differ(net: torch.nn.Module, device: torch.device) -> float:

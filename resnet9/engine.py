@@ -1,9 +1,10 @@
-"""The training loop and evaluation.
+"""The training loop, evaluation, and the run's verdict.
 
 The loops follow pytorch/examples mnist/main.py: :func:`train_one_epoch` and :func:`predict`
-are plain functions (a :class:`TrainLoop` holds what training uses); :func:`fit` runs the
-epochs under the One Cycle policy, records the history, shows one progress bar with an ETA and
-stops on a non-finite loss.
+are plain functions (a :class:`TrainLoop` holds what training uses, and :func:`build_loop`
+makes one from the params); :func:`fit` runs the epochs under the One Cycle policy, records the
+history, shows one progress bar with an ETA and stops on a non-finite loss. :func:`learned`
+says whether a finished run beat chance.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -18,7 +20,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from resnet9 import PipelineError, distributed
+from resnet9 import PipelineError, cifar10, distributed, loaders, precision, recipe, schedule
+from resnet9.data import Split
+from resnet9.params import ModelParams, RecipeParams, TrainParams
 from resnet9.precision import Precision
 
 
@@ -87,6 +91,38 @@ class TrainLoop:
         return self.ema.module if self.ema is not None else self.net
 
 
+def build_loop(model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
+               train: Split, test: Split, *, max_lr: float, generator: torch.Generator,
+               device: torch.device, rank: int = 0, world: int = 1) -> TrainLoop:
+    """Everything training needs, from the params, as a :class:`TrainLoop` ready for
+    :func:`fit`, on ``device`` as process ``rank`` of ``world`` (DDP when ``world`` > 1).
+
+    The test loader; the train loader (this rank's share of ``train``, shuffled and augmented
+    with ``generator``, ``recipe.batch_size // world`` images a batch); a fresh ResNet-9 from
+    torch's global RNG (seed it first: :func:`resnet9.runtime.seed_everything`), Adam,
+    ``torch.compile`` and the DDP wrapper when asked for; the loss, the EMA, the precision, and
+    the One Cycle schedule from ``max_lr / train.div_factor`` up to ``max_lr`` and back.
+
+    Raises:
+        ParamsError: ``recipe.batch_size`` exceeds the number of training images.
+    """
+    test_loader = loaders.test_loader(test, device, num_workers=recipe_p.num_workers)
+    train_loader = loaders.train_loader(train, recipe_p, device, generator, rank, world)
+    net = recipe.build_model(model_p, device)
+    # OneCycleLR sets every step's LR; Adam's is its first, LRMIN
+    opt = recipe.optimizer(net, max_lr / train_p.div_factor, recipe_p)
+    stepped = torch.compile(net) if train_p.compile else net  # shares net's parameters
+    if world > 1:  # DDP copies rank 0's weights to every rank, before the EMA copies them
+        stepped = nn.parallel.DistributedDataParallel(stepped)
+    criterion, ema = recipe.criterion(recipe_p), recipe.ema(net, train_p.ema_decay)
+    amp = precision.resolve(recipe_p.precision, device)
+    scheduler = schedule.one_cycle(opt, max_lr, train_p.epochs, len(train_loader),
+                                   train_p.peak_epoch, train_p.div_factor)
+    return TrainLoop(net=net, optimizer=opt, scheduler=scheduler, criterion=criterion,
+                     train_loader=train_loader, test_loader=test_loader, device=device,
+                     epochs=train_p.epochs, precision=amp, ema=ema, stepped=stepped)
+
+
 def train_one_epoch(loop: TrainLoop, epoch: int, on_step: Callable[[float], None] | None = None,
                     lrs: list[float] | None = None) -> tuple[float, float]:
     """One pass over ``loop.train_loader``: forward, loss, backward, Adam step, scheduler step
@@ -107,6 +143,9 @@ def train_one_epoch(loop: TrainLoop, epoch: int, on_step: Callable[[float], None
     """
     model, optimizer, device = loop.stepped, loop.optimizer, loop.device
     scaler, sync_every = loop.precision.scaler, loss_sync_every(device)
+    # Adam's step: optimizer.step itself, or with fp16 the GradScaler's, which unscales the
+    # gradients first and skips the step when they overflowed.
+    optimizer_step = partial(scaler.step, optimizer) if scaler.is_enabled() else optimizer.step
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -133,9 +172,9 @@ def train_one_epoch(loop: TrainLoop, epoch: int, on_step: Callable[[float], None
         if lrs is not None:
             lrs.append(lr)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # skipped when fp16 gradients overflowed
-        scaler.update()
+        scaler.scale(loss).backward()  # fp16: the loss scaled up so small gradients survive
+        optimizer_step()
+        scaler.update()  # fp16: the next scale; otherwise nothing
         with warnings.catch_warnings():  # the schedule advances over a skipped fp16 step
             warnings.filterwarnings("ignore", message=SKIPPED_STEP_WARNING)
             loop.scheduler.step()
@@ -253,3 +292,18 @@ def fit(loop: TrainLoop, start_epoch: int = 0, result: FitResult | None = None,
     finally:
         bar.close()
     return result
+
+
+# A run whose test top-1 is at most this multiple of chance (1 / 10 classes) did not learn: 15%
+# on CIFAR-10, where a tiny run that learned a little ends near 18%.
+LEARNED_OVER_CHANCE = 1.5
+
+
+def learned_threshold() -> float:
+    """The test top-1 (a fraction) a run must beat to count as having learned."""
+    return LEARNED_OVER_CHANCE / cifar10.NUM_CLASSES
+
+
+def learned(test_acc: float) -> bool:
+    """Whether a test top-1 ``test_acc`` (a fraction in [0, 1]) beats :func:`learned_threshold`."""
+    return test_acc > learned_threshold()

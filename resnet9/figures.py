@@ -1,8 +1,8 @@
 """Matplotlib figures for people: curves, the LR finder, the confusion matrix, per-class
 accuracy, image grids, Grad-CAM overlays.
 
-Every function returns a ``matplotlib.figure.Figure``; :func:`resnet9.atomic_io.save_figure`
-writes it, no wider than :data:`MAX_WIDTH_PX`, so that a figure fits the results
+Every function returns a ``matplotlib.figure.Figure``; :func:`save_figure` writes it, no
+wider than :data:`MAX_WIDTH_PX`, so that a figure fits the results
 page of ``dvc plots show`` and ``dvc plots diff``. These PNGs are also the offline view of the
 results: the interactive charts need vega from a CDN. Accuracies are fractions in [0, 1], as
 in the metrics. Images come in as (N, H, W, 3) float arrays in [0, 1] or uint8.
@@ -10,6 +10,7 @@ in the metrics. Images come in as (N, H, W, 3) float arrays in [0, 1] or uint8.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -19,13 +20,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from resnet9.atomic_io import FIGURE_DPI  # noqa: E402
+from resnet9 import atomic_io  # noqa: E402
 
+FIGURE_DPI = 110  # PNG resolution of every figure (pixels per inch)
 MAX_WIDTH_PX = 1400  # wider images are cut off on the `dvc plots show` page
 MAX_WIDTH_IN = MAX_WIDTH_PX / FIGURE_DPI
 
 
-def lr_finder(lrs: np.ndarray, losses: np.ndarray, picked: float, rule: str):
+def save_figure(path: Path | str, fig) -> Path:
+    """Save a matplotlib figure as PNG at :data:`FIGURE_DPI`, atomically
+    (:func:`resnet9.atomic_io.write_with`), and close it; return ``path``."""
+    try:
+        return atomic_io.write_with(path, lambda p: fig.savefig(p, format="png", dpi=FIGURE_DPI,
+                                                                bbox_inches="tight"), ".png")
+    finally:
+        plt.close(fig)
+
+
+def lr_find(lrs: np.ndarray, losses: np.ndarray, picked: float, rule: str):
     """Smoothed loss vs LR on a log axis, the picked max_lr marked."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(lrs, losses, lw=1.5)

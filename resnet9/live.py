@@ -15,20 +15,15 @@ DVCLive runs with ``dvcyaml=False``, ``save_dvc_exp=False``, ``report=None`` and
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import time
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 
-from resnet9 import atomic_io, paths
+from resnet9 import atomic_io
 from resnet9.engine import EpochStats, FitResult
+from resnet9.paths import LIVE_DIR, LIVE_METRICS, TRAIN_HISTORY
 
-# Tests only: while the file this names exists, the run waits after each epoch's files are
-# written, so that a test can read a run that is certainly still going. Unset: no effect.
-HOLD_ENV = "RESNET9_LIVE_HOLD_FILE"
 
 def history_frame(result: FitResult) -> pd.DataFrame:
     """``result.history`` as a table: one row per epoch, the fields of ``EpochStats``."""
@@ -55,32 +50,26 @@ class LiveLog:
         ValueError: a call whose ``epoch`` (0-based) is not the last epoch of ``result``.
     """
 
-    def __init__(self, resumed: FitResult | None = None, *,
-                 history_file: Path | str = paths.TRAIN_HISTORY,
-                 live_dir: Path | str = paths.LIVE_DIR,
-                 env: Mapping[str, str] = os.environ) -> None:
-        self.history_file = Path(history_file)
-        self.hold_file = env.get(HOLD_ENV) or None
-        self._summary_file = Path(live_dir) / "metrics.json"
+    def __init__(self, resumed: FitResult | None = None) -> None:
         self._step = 0
         try:
             from dvclive import Live  # imports part of DVC: only when a run starts
         except ImportError:
-            print(f"train: dvclive is not installed: no live summary in {self._summary_file} "
-                  f"beyond the step; {self.history_file} is written after every epoch as always")
+            print(f"train: dvclive is not installed: no live summary in {LIVE_METRICS} "
+                  f"beyond the step; {TRAIN_HISTORY} is written after every epoch as always")
             self.live = None
         else:
-            self.live = Live(dir=str(live_dir), resume=False, report=None, save_dvc_exp=False,
+            self.live = Live(dir=str(LIVE_DIR), resume=False, report=None, save_dvc_exp=False,
                              dvcyaml=False)
         if resumed is not None and resumed.history:
-            atomic_io.write_csv(self.history_file, history_frame(resumed))
+            atomic_io.write_csv(TRAIN_HISTORY, history_frame(resumed))
             self._log(resumed)
             self._write_summary()  # the files DVC removed; Studio hears from the next epoch
 
     @property
     def summary_file(self) -> Path:
         """DVCLive's summary of the latest epoch (a DVC metric in dvc.yaml)."""
-        return Path(self.live.metrics_file) if self.live else self._summary_file
+        return Path(self.live.metrics_file) if self.live else LIVE_METRICS
 
     @property
     def step(self) -> int:
@@ -91,7 +80,7 @@ class LiveLog:
         if self.live:
             self.live.make_summary()
         else:
-            atomic_io.write_json(self._summary_file, {"step": self._step})
+            atomic_io.write_json(LIVE_METRICS, {"step": self._step})
 
     def _log(self, result: FitResult) -> None:
         last = result.history[-1]
@@ -108,7 +97,7 @@ class LiveLog:
         if not result.history or result.history[-1].epoch != epoch + 1:
             raise ValueError(f"epoch {epoch + 1} is not the last of the "
                              f"{len(result.history)} epochs in the result")
-        atomic_io.write_csv(self.history_file, history_frame(result))
+        atomic_io.write_csv(TRAIN_HISTORY, history_frame(result))
         self._log(result)
         if self.live:
             self.live.next_step()  # writes the summary, posts to Studio when configured
@@ -116,8 +105,6 @@ class LiveLog:
         else:
             self._write_summary()
         sys.stdout.flush()  # the epoch's line into a log file now (`dvc queue logs`)
-        while self.hold_file and os.path.exists(self.hold_file):
-            time.sleep(0.1)
 
     def close(self) -> None:
         """End DVCLive's run (``Live.end``: the last summary and the "done" event to Studio when

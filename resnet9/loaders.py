@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 from resnet9 import batch_augment, preprocess
 from resnet9.data import Split
@@ -57,7 +58,7 @@ def _seed_worker(worker_id: int) -> None:
 class ImageLoader(torch.utils.data.DataLoader):
     """The ``albumentations`` backend: a DataLoader of ``(x, y)`` batches of ``split`` through
     ``transform``, shuffled with ``generator`` when ``shuffle``, or drawn from ``sampler`` (a
-    rank's share under DDP: :func:`resnet9.distributed.sampler`) when one is given.
+    rank's share under DDP: :func:`rank_share`) when one is given.
 
     With workers, each one reseeds albumentations from torch's per-worker seed (itself drawn
     from ``generator``), so the batches are reproducible from ``generator`` alone; without, the
@@ -107,7 +108,7 @@ class DeviceLoader:
     The images stay uint8 NHWC on the device (150 MB for CIFAR-10's 50,000). Each pass shuffles
     with ``torch.randperm`` and draws augmentations from ``generator`` (on the CPU or the
     device), so a generator seeded alike gives the same epochs; with a ``sampler`` (a rank's
-    share under DDP: :func:`resnet9.distributed.sampler`) the sampler's indices are used
+    share under DDP: :func:`rank_share`) the sampler's indices are used
     instead. ``len`` is the number of batches: ceil(N / batch_size), or floor with
     ``drop_last``, N being the sampler's length when there is one.
     """
@@ -172,12 +173,23 @@ def augment_backend(recipe: RecipeParams, device: torch.device) -> str:
     return "torch" if device.type == "cuda" else "albumentations"
 
 
+def rank_share(n: int, rank: int, world: int, seed: int) -> DistributedSampler:
+    """Rank ``rank``'s share of ``n`` training images under DDP, dealt anew every epoch: torch's
+    ``DistributedSampler`` shuffles ``range(n)`` with ``seed + epoch`` (the loader's
+    ``set_epoch``) alike on all ranks and gives rank r every ``world``-th index from r. The
+    shares of an epoch are disjoint and equal (``drop_last``: the ``n % world`` images left over
+    change from epoch to epoch), so every rank takes the same number of steps."""
+    return DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                              drop_last=True)
+
+
 def train_loader(split: Split, recipe: RecipeParams, device: torch.device,
-                 generator: torch.Generator, world: int = 1,
-                 sampler: torch.utils.data.Sampler | None = None) -> ImageLoader | DeviceLoader:
-    """Shuffled, augmented batches of ``recipe.batch_size // world`` images (``world``: the
-    number of DDP processes sharing a batch; ``sampler``: this rank's share of each epoch,
-    :func:`resnet9.distributed.sampler`), from the backend :func:`augment_backend` picks.
+                 generator: torch.Generator, rank: int = 0,
+                 world: int = 1) -> ImageLoader | DeviceLoader:
+    """Shuffled, augmented batches of ``recipe.batch_size // world`` images, from the backend
+    :func:`augment_backend` picks, drawn with ``generator``. With ``world`` > 1 DDP processes
+    they come from rank ``rank``'s share of each epoch (:func:`rank_share` at ``recipe.seed``),
+    so one step of all ranks sees ``recipe.batch_size`` images.
 
     Raises:
         ParamsError: ``recipe.batch_size`` exceeds the number of training images.
@@ -186,16 +198,17 @@ def train_loader(split: Split, recipe: RecipeParams, device: torch.device,
         raise ParamsError(f"recipe.batch_size: {recipe.batch_size} is larger than the "
                           f"{len(split)} training images; expected at most {len(split)}")
     batch_size = recipe.batch_size // world
+    share = rank_share(len(split), rank, world, recipe.seed) if world > 1 else None
     if augment_backend(recipe, device) == "torch":
         return DeviceLoader(split, batch_size, device, shuffle=True, augment=True,
-                            generator=generator, pad_mode=recipe.pad_mode, sampler=sampler)
+                            generator=generator, pad_mode=recipe.pad_mode, sampler=share)
     from resnet9 import augment  # albumentations and OpenCV: imported for this backend only
 
+    num_workers = resolve_num_workers(recipe.num_workers, device)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
     return ImageLoader(split, augment.train_transform(recipe.pad_mode, seed), batch_size,
-                       shuffle=True, generator=generator,
-                       num_workers=resolve_num_workers(recipe.num_workers, device),
-                       pin_memory=device.type == "cuda", sampler=sampler)
+                       shuffle=True, generator=generator, num_workers=num_workers,
+                       pin_memory=device.type == "cuda", sampler=share)
 
 
 def test_loader(split: Split, device: torch.device, batch_size: int = TEST_BATCH_SIZE,

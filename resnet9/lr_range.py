@@ -1,5 +1,11 @@
 """The LR range test (Smith 2015, "Cyclical Learning Rates", sec. 3.3) with torch-lr-finder,
-and the rule that turns its curve into ``max_lr``.
+the rule that turns its curve into ``max_lr``, and how train reads that pick
+(:data:`SUGGESTED_MAX_LR` in ``metrics/lr_find.json``: :func:`resolve_max_lr`).
+
+Three names for one thing, each given by its owner: ``lr_find`` is the DVC stage (its params
+section, outputs and ``dvc repro lr_find``; fast.ai's word), ``lr_range`` this module, named
+for the test it runs (Smith's "LR range test"), and ``LRFinder`` the class of the
+torch-lr-finder library that runs it.
 
 The test trains a fresh network for ``num_iter`` batches while the LR grows exponentially from
 ``start_lr`` to ``end_lr``, recording the exponentially smoothed loss (``lr_find.smooth_f``,
@@ -26,18 +32,19 @@ import contextlib
 import io
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torch_lr_finder import LRFinder
-from torch_lr_finder.lr_finder import TrainDataLoaderIter
 
-from resnet9 import PipelineError
-from resnet9.params import LrFindParams
+from resnet9 import PipelineError, atomic_io
+from resnet9.params import LrFindParams, ParamsError, TrainParams
+from resnet9.paths import LR_FIND_METRICS
 from resnet9.precision import Precision
 
 
+SUGGESTED_MAX_LR = "suggested_max_lr"  # the LR range test's pick, a key of LR_FIND_METRICS
 RULES = typing.get_args(LrFindParams.model_fields["rule"].annotation)  # one list: params.py
 SMOOTH_F = 0.05  # torch-lr-finder's default smoothing weight of the newest batch loss
 DIVERGE_TH = 5.0  # torch-lr-finder's default: stop once the smoothed loss is 5x its lowest
@@ -69,6 +76,11 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, criterion, lo
     precision's GradScaler); fp32 when None. The model and optimizer are restored to their
     initial state afterwards.
     """
+    # Imported here: the train stage reads this module's result contract without the range
+    # test, and torch-lr-finder imports matplotlib.
+    from torch_lr_finder import LRFinder
+    from torch_lr_finder.lr_finder import TrainDataLoaderIter
+
     if not isinstance(loader, torch.utils.data.DataLoader):  # e.g. a DeviceLoader
         loader = TrainDataLoaderIter(loader)
     amp = {}
@@ -171,3 +183,29 @@ def pick_max_lr(lrs: np.ndarray, losses: np.ndarray, rule: str, factor: float = 
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
     return LrPick(max_lr=factor * chosen, rule=rule, steepest_lr=steepest_lr,
                   min_loss_lr=min_loss_lr)
+
+
+def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_METRICS) -> float:
+    """``train.max_lr``, or the LR range test's pick (:data:`SUGGESTED_MAX_LR`) when it is
+    ``auto``.
+
+    Raises:
+        ParamsError: ``auto`` but ``metrics/lr_find.json`` is missing or has no
+            ``suggested_max_lr``.
+    """
+    if train_params.max_lr != "auto":
+        return float(train_params.max_lr)
+    try:
+        return float(atomic_io.read_json(lr_find_metrics)[SUGGESTED_MAX_LR])
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise ParamsError(
+            f"train.max_lr: 'auto' needs the LR range test's result in {lr_find_metrics} "
+            f"({type(err).__name__}: {err}); run `dvc repro lr_find` or set a number"
+        ) from None
+
+
+def max_lr_source(train_params: TrainParams) -> str:
+    """Where the LR that :func:`resolve_max_lr` returns came from, as a phrase for messages."""
+    if train_params.max_lr == "auto":
+        return f"the LR range test's pick ({LR_FIND_METRICS}, train.max_lr: auto)"
+    return "train.max_lr in params.yaml"

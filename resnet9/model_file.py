@@ -2,11 +2,12 @@
 
 A dict saved with ``torch.save`` holding the weights and all that using them needs (classes,
 normalization, width, input size), so that predict, export and the app need neither the
-dataset nor params.yaml.
+dataset nor params.yaml; :func:`info` is what a file says about itself (``predict --info``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -105,3 +106,26 @@ def load_trained(path: Path | str, device: torch.device) -> tuple[ResNet9, dict]
         raise ModelFileError(f"{path}: its weights do not fit the ResNet-9 it describes "
                              f"({_first_line(err)}); {MODEL_FILE_HINT}") from None
     return net.eval(), saved
+
+
+def info(path: Path | str) -> dict:
+    """What a model file says about itself: the file (path, bytes, md5 as in ``dvc.lock``),
+    classes, width multiplier, input size, normalization, and the provenance the train stage
+    recorded (None for a file written before provenance was recorded).
+
+    Raises:
+        ModelFileError: the file is missing, unreadable or foreign, or its weights do not fit
+            the network it describes (:func:`load_trained`).
+    """
+    path = Path(path)
+    _, saved = load_trained(path, torch.device("cpu"))  # the weights must load too
+    return {
+        "file": {"path": str(path), "bytes": path.stat().st_size,
+                 "md5": hashlib.md5(path.read_bytes()).hexdigest()},
+        "classes": list(saved["classes"]),
+        "width_multiplier": saved["model_params"].get("width_multiplier"),
+        "input_size": list(saved["input_size"]),
+        "normalization": saved["normalization"],
+        "max_lr": saved.get("max_lr"),
+        "provenance": saved.get("provenance"),
+    }

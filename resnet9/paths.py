@@ -3,12 +3,31 @@
 Stages write these paths and name them in their messages; tests read them from here; and
 ``tests/test_paths.py`` checks that each stage's outputs in dvc.yaml are exactly
 :data:`STAGE_OUTPUTS` (DVC cannot import Python, so dvc.yaml repeats the paths, and the test
-keeps the copy honest).
+keeps the copy honest). Also the project root and the state kept under it outside DVC
+(checkpoints, GPU claims): :func:`in_project`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Mapping
+
+# The project root: ``$DVC_ROOT``, which DVC sets for every stage command to the workspace's
+# root, also for ``dvc exp run --queue`` / ``--temp`` runs that execute in a copy under
+# ``.dvc/tmp/exps/``; without DVC (``python -m stages.train``), the working directory.
+ROOT_ENV = "DVC_ROOT"
+# State shared by the runs of one workspace, outside DVC's outputs (.gitignore lists .cache/):
+CHECKPOINT_DIR = Path(".cache/checkpoints")  # resumable training state (resnet9.checkpoint)
+GPU_LOCK_DIR = Path(".cache/gpu-locks")  # one lock file per GPU (resnet9.runtime)
+
+
+def in_project(path: Path, env: Mapping[str, str] = os.environ) -> Path:
+    """``path`` (relative) under ``$DVC_ROOT`` when DVC set it, else ``path`` as given, relative
+    to the working directory (the project root when a stage runs)."""
+    root = env.get(ROOT_ENV)
+    return Path(root) / path if root else path
+
 
 # check_params: the stage every other stage depends on, so that it runs first (stages/check_params.py)
 PARAMS_CHECKED = Path("data/params_checked.txt")

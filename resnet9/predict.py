@@ -33,7 +33,6 @@ line on stderr naming the file and the reason; the others are still predicted); 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import warnings
@@ -233,7 +232,7 @@ def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Imag
     name), and set each prediction's ``gradcam`` path."""
     import numpy as np
 
-    from resnet9 import atomic_io, figures
+    from resnet9 import figures
 
     cams = gradcam_maps(net, layer, x, [classes.index(p.top[0][0]) for p in predictions],
                         device, amp)
@@ -246,30 +245,7 @@ def write_gradcams(net: torch.nn.Module, layer: str, images: Sequence[Image.Imag
         label, p = pred.top[0]
         fig = figures.image_grid(np.asarray(image)[None], [f"{label} {p:.0%}"], 1,
                                  f"Grad-CAM at {layer}", overlays=cams[i:i + 1])
-        pred.gradcam = str(atomic_io.save_figure(directory / name, fig))
-
-
-def info(path: Path | str) -> dict:
-    """What a model file says about itself: the file (path, bytes, md5 as in ``dvc.lock``),
-    classes, width multiplier, input size, normalization, and the provenance the train stage
-    recorded (None for a file written before provenance was recorded).
-
-    Raises:
-        model_file.ModelFileError: the file is missing, unreadable or foreign, or its weights do
-            not fit the network it describes.
-    """
-    path = Path(path)
-    _, saved = model_file.load_trained(path, torch.device("cpu"))  # the weights must load too
-    return {
-        "file": {"path": str(path), "bytes": path.stat().st_size,
-                 "md5": hashlib.md5(path.read_bytes()).hexdigest()},
-        "classes": list(saved["classes"]),
-        "width_multiplier": saved["model_params"].get("width_multiplier"),
-        "input_size": list(saved["input_size"]),
-        "normalization": saved["normalization"],
-        "max_lr": saved.get("max_lr"),
-        "provenance": saved.get("provenance"),
-    }
+        pred.gradcam = str(figures.save_figure(directory / name, fig))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -318,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.info:
         try:
-            _print_info(info(args.model), args.json)
+            _print_info(model_file.info(args.model), args.json)
         except model_file.ModelFileError as err:
             _error(str(err))
             return EXIT_BAD_MODEL

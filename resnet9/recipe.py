@@ -1,5 +1,4 @@
-"""The training recipe, from validated params to torch objects: network, Adam, EMA, loss and
-the LR used.
+"""The training recipe, from validated params to torch objects: network, Adam, EMA, loss.
 
 Shared by the lr_find, train, evaluate and analyze stages so that the LR range test sees the
 same network, optimizer and loss as training does (the batches come from
@@ -8,17 +7,11 @@ same network, optimizer and loss as training does (the batches come from
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from resnet9 import atomic_io, cifar10
 from resnet9.model import ResNet9, ResNet9Config
-from resnet9.params import ModelParams, ParamsError, RecipeParams, TrainParams
-from resnet9.paths import LR_FIND_METRICS
-
-SUGGESTED_MAX_LR = "suggested_max_lr"  # the LR range test's pick, a key of LR_FIND_METRICS
+from resnet9.params import ModelParams, RecipeParams
 
 
 def build_model(model_params: ModelParams, device: torch.device) -> ResNet9:
@@ -79,43 +72,3 @@ def ema(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel |
 def criterion(recipe: RecipeParams) -> nn.CrossEntropyLoss:
     """CrossEntropyLoss (log-softmax + NLL) with the configured label smoothing."""
     return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-
-
-def resolve_max_lr(train_params: TrainParams, lr_find_metrics: Path = LR_FIND_METRICS) -> float:
-    """``train.max_lr``, or the LR range test's pick (``suggested_max_lr``) when it is ``auto``.
-
-    Raises:
-        ParamsError: ``auto`` but ``metrics/lr_find.json`` is missing or has no
-            ``suggested_max_lr``.
-    """
-    if train_params.max_lr != "auto":
-        return float(train_params.max_lr)
-    try:
-        return float(atomic_io.read_json(lr_find_metrics)[SUGGESTED_MAX_LR])
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise ParamsError(
-            f"train.max_lr: 'auto' needs the LR range test's result in {lr_find_metrics} "
-            f"({type(err).__name__}: {err}); run `dvc repro lr_find` or set a number"
-        ) from None
-
-
-def max_lr_source(train_params: TrainParams) -> str:
-    """Where the LR that :func:`resolve_max_lr` returns came from, as a phrase for messages."""
-    if train_params.max_lr == "auto":
-        return f"the LR range test's pick ({LR_FIND_METRICS}, train.max_lr: auto)"
-    return "train.max_lr in params.yaml"
-
-
-# A run whose test top-1 is at most this multiple of chance (1 / 10 classes) did not learn: 15%
-# on CIFAR-10, where a tiny run that learned a little ends near 18%.
-LEARNED_OVER_CHANCE = 1.5
-
-
-def learned_threshold() -> float:
-    """The test top-1 (a fraction) a run must beat to count as having learned."""
-    return LEARNED_OVER_CHANCE / cifar10.NUM_CLASSES
-
-
-def learned(test_acc: float) -> bool:
-    """Whether a test top-1 ``test_acc`` (a fraction in [0, 1]) beats :func:`learned_threshold`."""
-    return test_acc > learned_threshold()

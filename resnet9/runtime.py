@@ -6,8 +6,8 @@ spreads N runs over N GPUs instead of putting all of them on ``cuda:0``. A claim
 exclusive ``flock`` on ``<project root>/.cache/gpu-locks/gpu<i>.lock``; the kernel releases it
 when the process ends, however it ends (a crash or ``kill -9`` included), so a dead run's GPU
 is free again at once. When every GPU is held, the run waits for one, saying so once. The
-project root is ``$DVC_ROOT`` (DVC sets it for every stage command, also for queued runs that
-execute in a copy under ``.dvc/tmp/exps/``), else the working directory.
+project root is ``$DVC_ROOT`` under DVC, also for queued runs, else the working directory
+(:func:`resnet9.paths.in_project`).
 """
 
 from __future__ import annotations
@@ -23,17 +23,10 @@ from typing import IO, Mapping
 import numpy as np
 import torch
 
+from resnet9 import distributed, paths
 from resnet9.params import ParamsError
 
-LOCK_DIR = Path(".cache/gpu-locks")  # under the project root; .gitignore lists .cache/
-ROOT_ENV = "DVC_ROOT"  # set by DVC for stage commands: the workspace root
 _claimed: list[IO] = []  # the open lock files of this process's claims, held until it exits
-
-
-def lock_dir(env: Mapping[str, str] = os.environ) -> Path:
-    """``$DVC_ROOT/.cache/gpu-locks``, else ``.cache/gpu-locks`` in the working directory."""
-    root = env.get(ROOT_ENV)
-    return Path(root) / LOCK_DIR if root else LOCK_DIR
 
 
 def try_claim(count: int, directory: Path | str) -> tuple[int, IO] | None:
@@ -70,10 +63,6 @@ def claim_gpu(count: int, directory: Path | str, poll_s: float = 2.0) -> tuple[i
     return claim
 
 
-def _under_torchrun(env: Mapping[str, str]) -> bool:
-    return "LOCAL_RANK" in env  # DistributedDataParallel assigns the GPUs itself
-
-
 def select_device(name: str, env: Mapping[str, str] = os.environ) -> torch.device:
     """``auto`` -> cuda, else mps, else cpu; an explicit name must be available. On CUDA it
     turns on ``cudnn.benchmark``, and with more than one GPU (outside torchrun) it claims a free
@@ -95,10 +84,10 @@ def select_device(name: str, env: Mapping[str, str] = os.environ) -> torch.devic
         return torch.device(name)
     torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick kernels
     count = torch.cuda.device_count()
-    if count < 2 or _under_torchrun(env):
+    if count < 2 or distributed.launched(env):  # under torchrun each rank takes its LOCAL_RANK
         return torch.device("cuda")
     if not _claimed:  # one claim per process, however often the device is asked for
-        index, held = claim_gpu(count, lock_dir(env))
+        index, held = claim_gpu(count, paths.in_project(paths.GPU_LOCK_DIR, env))
         _claimed.append(held)
         torch.cuda.set_device(index)
     return torch.device("cuda", torch.cuda.current_device())

@@ -40,8 +40,3 @@ def one_cycle(
         final_div_factor=1.0,  # end at initial_lr = max_lr / div_factor: no annihilation
         three_phase=False,
     )
-
-
-def peak_step(scheduler: OneCycleLR) -> int:
-    """Index of the step with the highest LR (end of the warm-up phase)."""
-    return int(scheduler._schedule_phases[0]["end_step"])

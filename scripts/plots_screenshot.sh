@@ -2,6 +2,7 @@
 # The results page: `dvc plots show`, rendered offline in headless Chromium, screenshotted.
 #
 #   scripts/plots_screenshot.sh [out_dir]     -> out_dir/index.html, out_dir/screenshot.png
+#   PLOTS="diff exp-a exp-b" scripts/plots_screenshot.sh out_dir   # the page of dvc plots diff
 #
 # out_dir: absolute, or relative to the directory you run the script from (default: dvc_plots
 # in the repository). Needs Debian's chromium (apt-get install chromium) and, the first time,
@@ -40,8 +41,10 @@ if [ ! -f "$vendor/node_modules/vega-embed/build/vega-embed.min.js" ]; then
     "vega@${pkgs[vega]}" "vega-lite@${pkgs[vega-lite]}" "vega-embed@${pkgs[vega-embed]}" \
     || die "npm could not install vega, vega-lite and vega-embed into $vendor (offline?)"
 fi
-"$dvc" plots show -o "$out" > /dev/null || die "\`dvc plots show -o $out\` failed"
-[ -f "$out/index.html" ] || die "\`dvc plots show\` wrote no $out/index.html"
+# PLOTS: the dvc plots command and its arguments (default show; e.g. PLOTS="diff exp-a exp-b")
+read -r -a plots <<< "${PLOTS:-show}"
+"$dvc" plots "${plots[@]}" -o "$out" > /dev/null || die "\`dvc plots ${plots[*]} -o $out\` failed"
+[ -f "$out/index.html" ] || die "\`dvc plots ${plots[*]}\` wrote no $out/index.html"
 mkdir -p "$out/vendor"
 for p in "${!pkgs[@]}"; do
   cp "$vendor/node_modules/$p/build/$p.min.js" "$out/vendor/"

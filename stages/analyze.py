@@ -4,10 +4,9 @@ resnet9/paths.py."""
 
 import numpy as np
 import pandas as pd
-import torch
 
-from resnet9 import (atomic_io, augment, data, figures, gradcam, loaders, model, model_file, params,
-                     precision, runtime)
+from resnet9 import (atomic_io, augment, cifar10, data, figures, loaders, model, model_file,
+                     params, precision, predict, runtime)
 from resnet9.paths import (CONFUSION_CSV, FIGURES, LR_SCHEDULE, MODEL_FILE, MODEL_SUMMARY,
                            PER_CLASS_CSV, TRAIN_HISTORY)
 from stages import runner
@@ -28,10 +27,11 @@ def main() -> None:
     clock.lap("data")
 
     def save(name, fig):
-        written.append(atomic_io.save_figure(FIGURES[name], fig))
+        written.append(figures.save_figure(FIGURES[name], fig))
 
     # Sample training images, class by class, and the same images after the train augmentation.
-    picks = np.concatenate([np.flatnonzero(train.y == c)[:PER_CLASS] for c in range(10)])
+    picks = np.concatenate([np.flatnonzero(train.y == c)[:PER_CLASS]
+                            for c in range(cifar10.NUM_CLASSES)])
     titles = [classes[c] for c in train.y[picks]]
     save("samples", figures.image_grid(train.x[picks], titles, PER_CLASS * 2,
                                            "Training images"))
@@ -61,14 +61,12 @@ def main() -> None:
         test.x[wrong], labels, 5, "Misclassified test images: predicted / actual"))
     if len(wrong):
         loader = loaders.test_loader(data.Split(test.x[wrong], test.y[wrong]), device, len(wrong))
-        images = next(iter(loader))[0].to(device).contiguous(memory_format=torch.channels_last)
-        targets = torch.tensor([classes.index(c) for c in confusion.predicted.iloc[wrong]],
-                               device=device)
-        with amp.autocast():
-            cams = gradcam.gradcam(net, getattr(net, p.gradcam_layer), images, targets)
+        cams = predict.gradcam_maps(net, p.gradcam_layer, next(iter(loader))[0],
+                                    [classes.index(c) for c in confusion.predicted.iloc[wrong]],
+                                    device, amp)
         save("gradcam", figures.image_grid(
             test.x[wrong], labels, 5, f"Grad-CAM at {p.gradcam_layer} for the predicted class",
-            overlays=cams.numpy()))
+            overlays=cams))
     else:
         save("gradcam", figures.image_grid(test.x[:0], [], 5,
                                                "Grad-CAM: no misclassified test images"))

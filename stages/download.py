@@ -16,7 +16,9 @@ def main() -> None:
     arrays = data.load_source(p.source)
     clock.lap("reading")
     data.check_cifar10(arrays, p.source, full=True)
-    print("download: checks passed (50,000 / 10,000 images, 32x32x3 uint8, 5,000 / 1,000 per class)")
+    n, size, k = cifar10.SPLIT_COUNTS, cifar10.IMAGE_SIZE, cifar10.NUM_CLASSES
+    print(f"download: checks passed ({n['train']:,} / {n['test']:,} images, {size}x{size}x3 "
+          f"uint8, {n['train'] // k:,} / {n['test'] // k:,} per class)")
     for split, n in (("train", p.train_subset), ("test", p.test_subset)):
         if n is not None:
             keep = data.stratified_subset(arrays[f"y_{split}"], n, p.seed, f"data.{split}_subset")
@@ -29,7 +31,7 @@ def main() -> None:
     meta = {
         "classes": list(cifar10.CLASSES),
         "counts": {s: len(arrays[f"y_{s}"]) for s in ("train", "test")},
-        "per_class": {s: np.bincount(arrays[f"y_{s}"], minlength=10).tolist()
+        "per_class": {s: np.bincount(arrays[f"y_{s}"], minlength=cifar10.NUM_CLASSES).tolist()
                       for s in ("train", "test")},
         "subset": {"train": p.train_subset, "test": p.test_subset, "seed": p.seed},
         "sha256": {s: data.sha256_of(arrays[f"x_{s}"], arrays[f"y_{s}"])

@@ -38,11 +38,10 @@ def main() -> None:
 
     # The pick repeated on every row, so that the results page can mark it on the curve.
     atomic_io.write_csv(LR_FIND_CSV, pd.DataFrame(
-        {"lr": lrs, "loss": losses, recipe.SUGGESTED_MAX_LR: pick.max_lr}))
-    atomic_io.save_figure(LR_FIND_PNG,
-                          figures.lr_finder(lrs, losses, pick.max_lr, pick.rule))
+        {"lr": lrs, "loss": losses, lr_range.SUGGESTED_MAX_LR: pick.max_lr}))
+    figures.save_figure(LR_FIND_PNG, figures.lr_find(lrs, losses, pick.max_lr, pick.rule))
     atomic_io.write_json(LR_FIND_METRICS, {
-        recipe.SUGGESTED_MAX_LR: pick.max_lr,  # min_lr = max_lr / train.div_factor is train's
+        lr_range.SUGGESTED_MAX_LR: pick.max_lr,  # min_lr = max_lr / train.div_factor is train's
         "rule": pick.rule,
         "steepest_lr": pick.steepest_lr,
         "min_loss_lr": pick.min_loss_lr,

@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, colour_arrays, free_port, serve
-from resnet9 import app, cifar10, paths, predict
+from resnet9 import app, cifar10, model_file, paths, predict
 
 CPU = "cpu"
 ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
@@ -156,7 +156,7 @@ def test_gallery_reads_evaluates_csv_only_for_the_model_it_evaluated(tiny_model,
                                                                       monkeypatch):
     import torch
 
-    md5 = predict.info(tiny_model)["file"]["md5"]
+    md5 = model_file.info(tiny_model)["file"]["md5"]
     monkeypatch.chdir(_workdir(tmp_path, tiny_model, md5))
     items, source = app.Demo(tiny_model, torch.device(CPU)).misclassified()
     assert "plots/confusion.csv" in source and "data/cifar10/arrays.npz" in source

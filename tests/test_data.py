@@ -209,7 +209,7 @@ def test_archive_and_npz_give_a_byte_identical_canonical_dataset(tmp_path, monke
                                                 for i in range(1, 6)])
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5["batches.meta"]})
-    monkeypatch.setattr(data, "FULL_COUNTS", {"train": 50, "test": 20})
+    monkeypatch.setattr(data, "SPLIT_COUNTS", {"train": 50, "test": 20})
     sources = {"archive": tmp_path / "cifar-10-python.tar.gz",
                "npz": _npz(tmp_path / "c.npz", arrays)}
 
@@ -232,14 +232,14 @@ def test_archive_and_npz_give_a_byte_identical_canonical_dataset(tmp_path, monke
 
 
 def test_ddp_shares_are_disjoint_equal_mixed_and_dealt_anew_every_epoch():
-    from resnet9.distributed import sampler
+    from resnet9.loaders import rank_share
 
     labels = np.sort(np.arange(1001) % 10)  # class-sorted, as CIFAR-10's archive is not
     epochs = []
     for epoch in range(2):
         shares = []
         for rank in range(2):
-            s = sampler(1001, rank, 2, seed=0)
+            s = rank_share(1001, rank, 2, seed=0)
             s.set_epoch(epoch)
             shares.append(list(s))
         a, b = map(set, shares)
@@ -247,7 +247,7 @@ def test_ddp_shares_are_disjoint_equal_mixed_and_dealt_anew_every_epoch():
         assert all(len(np.unique(labels[share])) == 10 for share in shares)
         epochs.append(shares)
     assert set(epochs[0][0]) != set(epochs[1][0])  # each epoch deals a different share
-    again = sampler(1001, 0, 2, seed=0)
+    again = rank_share(1001, 0, 2, seed=0)
     again.set_epoch(1)
     assert list(again) == epochs[1][0]  # the same seed and epoch deal the same share
 
@@ -256,17 +256,18 @@ def test_ddp_shares_are_disjoint_equal_mixed_and_dealt_anew_every_epoch():
 def test_a_train_loader_with_a_ddp_share_yields_that_share_each_epoch(backend,
                                                                        committed_params_file):
     from resnet9 import loaders, params
-    from resnet9.distributed import sampler
+    from resnet9.loaders import rank_share
 
     x = np.zeros((40, 32, 32, 3), dtype=np.uint8)
     y = np.arange(40) % 10
     recipe = params.load("recipe", path=committed_params_file).model_copy(
-        update={"batch_size": 8, "augment_backend": backend, "num_workers": 0})
-    share = sampler(40, 1, 2, seed=3)
+        update={"batch_size": 8, "augment_backend": backend, "num_workers": 0, "seed": 3})
+    share = rank_share(40, 1, 2, seed=3)  # what train_loader deals rank 1 of 2 at recipe.seed 3
     loader = loaders.train_loader(data.Split(x, y), recipe, torch.device("cpu"),
-                                  torch.Generator().manual_seed(0), world=2, sampler=share)
+                                  torch.Generator().manual_seed(0), rank=1, world=2)
     assert len(loader) == 5  # 20 images of rank 1 in batches of 8 // 2
     for epoch in (0, 1):
         loader.set_epoch(epoch)
+        share.set_epoch(epoch)
         seen = np.concatenate([batch_y.numpy() for _, batch_y in loader])
         assert seen.tolist() == y[list(share)].tolist()

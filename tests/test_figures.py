@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, colour_arrays
-from resnet9 import atomic_io, augment, cifar10, figures
+from resnet9 import augment, cifar10, figures
 
 CLASSES = ["cat", "dog", "ship"]
 SCREENSHOT = ROOT / "scripts" / "plots_screenshot.sh"
@@ -25,7 +25,7 @@ def _width_px(path) -> int:
 def test_a_ten_column_image_grid_fits_the_page(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)
     fig = figures.image_grid(images, [f"image {i}" for i in range(50)], 10, "ten columns")
-    path = atomic_io.save_figure(tmp_path / "grid.png", fig)
+    path = figures.save_figure(tmp_path / "grid.png", fig)
     assert 1000 < _width_px(path) <= figures.MAX_WIDTH_PX
 
 
@@ -43,7 +43,7 @@ def test_the_analyze_stages_image_grids_fit_the_page(tmp_path, name):
         aug = augment.train_transform(seed=0)
         images = augment.denormalize(np.stack([aug(image=i)["image"].numpy() for i in images]))
     fig = figures.image_grid(images, titles, PER_CLASS * 2, name)
-    path = atomic_io.save_figure(tmp_path / f"{name}.png", fig)
+    path = figures.save_figure(tmp_path / f"{name}.png", fig)
     assert _width_px(path) <= figures.MAX_WIDTH_PX
 
 
@@ -55,7 +55,7 @@ def test_confusion_matrix_shows_the_count_of_each_pair(tmp_path):
     assert image.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]  # rows actual, columns predicted
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts.count("2") == 1 and texts.count("0") == 4
-    assert _width_px(atomic_io.save_figure(tmp_path / "confusion.png", fig)) <= figures.MAX_WIDTH_PX
+    assert _width_px(figures.save_figure(tmp_path / "confusion.png", fig)) <= figures.MAX_WIDTH_PX
 
 
 def test_per_class_accuracy_labels_each_bar_with_its_fraction(tmp_path):
@@ -64,7 +64,7 @@ def test_per_class_accuracy_labels_each_bar_with_its_fraction(tmp_path):
     labels = {t.get_text() for t in fig.axes[0].texts}
     assert {"0.500", "0.250", "1.000"} <= labels
     assert fig.axes[0].get_xlabel() == "top-1 accuracy (fraction)"
-    assert _width_px(atomic_io.save_figure(tmp_path / "per_class.png", fig)) <= figures.MAX_WIDTH_PX
+    assert _width_px(figures.save_figure(tmp_path / "per_class.png", fig)) <= figures.MAX_WIDTH_PX
 
 
 def test_training_curves_plot_accuracy_as_a_fraction():

@@ -224,3 +224,15 @@ def test_no_test_reads_the_workspace_params_yaml():
                  if 'ROOT / "params.yaml"' in line and "git show" not in line
                  and path.name != "conftest.py"]
     assert offenders == []
+
+
+def test_a_stage_run_by_another_interpreter_says_so_in_one_line():
+    """`.venv/bin/dvc repro` without the venv active runs the stages with another `python`:
+    one line naming it, not an ImportError's traceback. (-S: no site-packages, like a bare
+    system Python.)"""
+    proc = subprocess.run([sys.executable, "-S", "-m", "stages.check_params"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"stages: {sys.executable} has no torch, pandas, pydantic, yaml: run dvc with the "
+        "project's venv active (source .venv/bin/activate; make repro and make quick do it)"]

@@ -167,6 +167,21 @@ def test_changing_max_lr_reruns_only_downstream_and_shows_in_metrics_diff(repo):
     params_diff = json.loads(sh(repo, "dvc", "params", "diff", "--json").stdout)
     assert params_diff["params.yaml"]["train.max_lr"] == {"old": "auto", "new": 0.02}
 
+    # The pull request's report (scripts/pr_report.py, .github/workflows/pr-report.yml) on two
+    # real commits: the baseline run, and this change committed on top of it.
+    commit_all(repo, "max_lr 0.02")
+    report = sh(repo, sys.executable, str(ROOT / "scripts/pr_report.py"), "--base",
+                "HEAD~1").stdout
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+            for line in report.splitlines() if line.startswith("| ")}
+    old, new = f"{before['accuracy']:.6f}".rstrip("0"), f"{after['accuracy']:.6f}".rstrip("0")
+    accuracy = rows[("metrics/evaluate.json", "accuracy")]
+    assert old in accuracy and new in accuracy, report
+    assert " 0.02 " in rows[("metrics/train.json", "max_lr")], report
+    assert "| auto " in rows[("params.yaml", "train.max_lr")], report
+    for figure in ("plots/training_curves.png", "plots/confusion.png", "plots/lr_find.png"):
+        assert f"]({figure})" in report and (repo / figure).is_file(), report
+
 
 def test_a_div_factor_change_leaves_the_lr_range_test_alone(repo):
     """min_lr = max_lr / div_factor is train's business: the range test does not rerun."""
@@ -415,6 +430,9 @@ README_COMMANDS: list[tuple[str, str | None]] = [
     (r"dvc exp apply <name>$", "test_a_bad_param_loses_nothing_and_the_readme_recovery_works"),
     (r"dvc checkout$", None),
     (r"python -m resnet9\.predict ", None),
+    (r"dvc exp run --queue -S 'recipe\.seed=range", "tests/test_compare.py runs the grid"),
+    (r"python -m resnet9\.compare", "tests/test_compare.py runs it on real queued runs"),
+    (r"dvc plots diff ", "tests/test_compare.py runs dvc plots diff of its experiments"),
 ]
 
 

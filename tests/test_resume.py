@@ -208,10 +208,23 @@ def test_two_process_ddp_on_cpu_ends_with_equal_weights_within_the_seed_spread(t
     assert min(two) > 0.5
 
 
+def test_two_processes_count_each_training_image_once_in_images_per_s(tmp_path):
+    """Two gloo processes each train on their half of the 1,024 images (16 steps of 32 a
+    rank): an epoch is 1,024 images, not 2,048, so images_per_s is the training set per epoch
+    over the seconds, as for one process."""
+    work = train_workdir(tmp_path, "ddp_speed", epochs=2, nproc_per_node=2)
+    out, err = (proc := start_train(work)).communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    assert "train: 2 epochs x 16 steps, batch 64," in out and " x 2, " in out, out
+    metrics = json.loads((work / paths.TRAIN_METRICS).read_text())
+    assert metrics["images_per_s"] == pytest.approx(1024 * 2 / metrics["train_seconds"])
+    assert f"({metrics['images_per_s']:.0f} images/s)" in out
+
+
 def test_checkpoint_location_follows_dvc_root():
     from resnet9 import checkpoint
 
-    assert checkpoint.directory({}) == Path(".cache/checkpoints")
+    assert checkpoint.path_for("ab" * 32, {}) == Path(".cache/checkpoints/abababababababab.pt")
     queued = {"DVC_ROOT": "/home/me/project"}  # what DVC sets, also in .dvc/tmp/exps/ copies
     assert checkpoint.path_for("ab" * 32, queued) == Path(
         "/home/me/project/.cache/checkpoints/abababababababab.pt")

@@ -87,6 +87,8 @@ def test_with_no_free_gpu_the_run_waits_until_one_is_released(tmp_path, capsys):
 
 
 def test_the_lock_directory_follows_dvc_root():
-    assert runtime.lock_dir({"DVC_ROOT": "/work/repo"}) == runtime.Path(
+    from resnet9 import paths
+
+    assert paths.in_project(paths.GPU_LOCK_DIR, {"DVC_ROOT": "/work/repo"}) == runtime.Path(
         "/work/repo/.cache/gpu-locks")
-    assert runtime.lock_dir({}) == runtime.LOCK_DIR
+    assert paths.in_project(paths.GPU_LOCK_DIR, {}) == runtime.Path(".cache/gpu-locks")
