@@ -267,7 +267,7 @@ def draw(summary: pd.DataFrame, runs: list[Run], out: Path, cwd: Path | str = ".
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from resnet9 import atomic_io
+    from resnet9 import figures
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -301,7 +301,7 @@ def draw(summary: pd.DataFrame, runs: list[Run], out: Path, cwd: Path | str = ".
     ax_acc.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_io.save_figure(out, fig)
+    figures.save_figure(out, fig)
     plt.close(fig)
     return out
 
