@@ -8,7 +8,7 @@ Usage::
                           [--examples app/examples]
 
 It needs only a model file (``data/model.pt``): train one (``dvc repro train``; ``make quick``
-in about 2 minutes on a CPU), pull it (``dvc pull data/model.pt``), or get a registered version
+for a small one on a CPU), pull it (``dvc pull data/model.pt``), or get a registered version
 from the model registry (README, "Use the model"; docs/use-the-model.md)::
 
     dvc artifacts get <repo> resnet9-cifar10 -o data/model.pt

@@ -5,15 +5,10 @@ draws from (torch, NumPy, Python, and the train loader's own: ``rng_state()``), 
 far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
 On CPU a resumed run ends bit-identical to an uninterrupted one with the same seed.
 
-Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (git-ignored, not a DVC output;
-the project root is ``$DVC_ROOT`` under DVC, also for queued runs, else the working directory:
-:func:`resnet9.paths.in_project`). Being outside DVC's outputs, a checkpoint is neither
-restored nor removed by ``dvc exp run``'s checkout, and being keyed by the fingerprint, a
-changed param or dataset never resumes from a stale state. The run deletes its checkpoint
-once it completes.
-
-When: at most once per :data:`EVERY_S` seconds of training (``$RESNET9_CHECKPOINT_EVERY_S``
-overrides it; 0 = after every epoch), never after the final epoch.
+Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (:func:`resnet9.paths.in_project`),
+deleted once the run completes. When: at most once per :data:`EVERY_S` seconds of training
+(``$RESNET9_CHECKPOINT_EVERY_S``; 0 = after every epoch), never after the final epoch. Why
+there, outside DVC's outputs, and why that often: docs/resume.md.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def _from_url(url: str) -> dict[str, np.ndarray]:
             raise DataError(
                 f"data.source: cannot download {url} ({type(err).__name__}: {err}). Offline? Set "
                 "data.source to a local cifar-10-python.tar.gz or a Keras-layout .npz; "
-                "`make quick SOURCE=../shared/data/cifar10.npz` runs the whole pipeline on one "
-                "in about 2 minutes on an idle CPU"
+                "`make quick SOURCE=../shared/data/cifar10.npz` runs the whole pipeline, small, "
+                "on one"
             ) from None
         return _from_batches(Path(tmp), url)
 

@@ -7,8 +7,9 @@ alike on all ranks and dealt out among them (torch's ``DistributedSampler`` with
 takes a batch of ``batch_size // world``, so one step still sees ``batch_size`` images, and DDP
 averages the gradients. NCCL on CUDA, gloo on CPU. Only rank 0 writes outputs.
 
-Multi-node training (torchrun's rendezvous across hosts) is not supported: a spec run takes
-about a minute on one GPU, so a sweep spreads whole runs over machines instead (README).
+Multi-node training (torchrun's rendezvous across hosts) is not supported: a spec run is short
+on one GPU (docs/results.md), so a sweep spreads whole runs over machines instead
+(docs/pipeline.md, "More than one GPU").
 """
 
 from __future__ import annotations

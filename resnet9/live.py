@@ -32,7 +32,7 @@ def history_frame(result: FitResult) -> pd.DataFrame:
 
 
 class LiveLog:
-    """``on_epoch_end`` for :func:`resnet9.engine.fit` that writes the run's progress after
+    """An epoch-end callback of :func:`resnet9.engine.fit` that writes the run's progress after
     every epoch: :data:`resnet9.paths.TRAIN_HISTORY` (all epochs so far) and DVCLive's summary
     of the latest epoch, with DVCLive's ``step`` set to the epoch number (1-based).
 

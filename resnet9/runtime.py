@@ -1,13 +1,9 @@
 """Where and how a run executes: the device (and, with several GPUs, which one), and seeding.
 
-With ``recipe.device`` ``auto`` or ``cuda`` on a machine with more than one GPU, each process
-claims a GPU that no other process of this project holds, so that ``dvc queue start -j N``
-spreads N runs over N GPUs instead of putting all of them on ``cuda:0``. A claim is an
-exclusive ``flock`` on ``<project root>/.cache/gpu-locks/gpu<i>.lock``; the kernel releases it
-when the process ends, however it ends (a crash or ``kill -9`` included), so a dead run's GPU
-is free again at once. When every GPU is held, the run waits for one, saying so once. The
-project root is ``$DVC_ROOT`` under DVC, also for queued runs, else the working directory
-(:func:`resnet9.paths.in_project`).
+With more than one GPU, each process claims one that no other process of this project holds:
+an exclusive ``flock`` on ``<project root>/.cache/gpu-locks/gpu<i>.lock``, released by the
+kernel when the process ends, however it ends; when every GPU is held, the run waits for one,
+saying so once. Why: docs/pipeline.md, "More than one GPU".
 """
 
 from __future__ import annotations
