@@ -57,3 +57,55 @@ def test_a_planted_broken_link_or_anchor_is_caught(tmp_path):
     assert broken_links(page) == ["page.md: missing.md (no such file)",
                                   "page.md: there.md#nope (no heading #nope)",
                                   "page.md: x.png (no such file)"]
+
+
+# ---- the command lines of docs/ ------------------------------------------------------------
+
+# Every command line of a ```bash block in docs/ (a line continued with \ is one command), matched
+# by a regex, with where it is run or why not. The README's own commands are run by
+# tests/test_pipeline_e2e.py (README_COMMANDS); a docs command with no entry here fails.
+DOCS_COMMANDS: list[tuple[str, str]] = [
+    (r"dvc exp show --drop '\.\*' --keep 'Experiment\|State",
+     "tests/test_live.py reads the same columns of a running experiment"),
+    (r"dvc queue logs <name>", "tests/test_pipeline_e2e.py reads dvc queue logs of queued runs"),
+    (r"dvc plots diff <name>", "tests/test_live.py: dvc plots diff of a running queued run"),
+    (r"python -m resnet9\.predict ", "tests/test_predict.py runs each form (files, globs, "
+                                     "--top-k, --json, --gradcam, --model, --device, --info)"),
+    (r"dvc push\b", "tests/test_pipeline_e2e.py pushes to a local remote"),
+    (r"git tag -a resnet9-cifar10@", "tests/test_pipeline_e2e.py tags a registered version"),
+    (r"dvc artifacts get ", "tests/test_pipeline_e2e.py gets the registered model"),
+    (r"RESNET9_APP_MODEL=.* python -m pytest -q tests/test_app_browser\.py",
+     "the browser test itself (make test runs it; the variables only pick the model and the "
+     "screenshot's path)"),
+    (r"bash \.\./shared/gpu/", "a GPU rehearsal's record (docs/gpu/): ../shared's own scripts"),
+    (r"PATH=/tmp/gpu-like/bin", "a GPU rehearsal's record; tests/test_gpu_kit.py runs "
+                                "scripts/gpu_measure.sh"),
+    (r"dvc exp run --queue ", "tests/test_compare.py queues the same grid and a failing run"),
+    (r"dvc queue start -j", "tests/test_compare.py and tests/test_pipeline_e2e.py start queues"),
+]
+
+
+def docs_commands() -> list[tuple[str, str]]:
+    """(file, command) for every command line of the ```bash blocks in docs/."""
+    found = []
+    for md in sorted((ROOT / "docs").rglob("*.md")):
+        in_bash, pending = False, ""
+        for line in md.read_text().splitlines():
+            if line.startswith("```"):
+                in_bash, pending = line.strip() == "```bash", ""
+                continue
+            if not in_bash or not line.strip() or line.lstrip().startswith("#"):
+                continue
+            pending += line.rstrip("\\").strip() + " "
+            if not line.rstrip().endswith("\\"):
+                found.append((md.relative_to(ROOT).as_posix(), pending.split(" #")[0].strip()))
+                pending = ""
+    return found
+
+
+def test_every_docs_command_is_run_somewhere_or_says_why_not():
+    commands = docs_commands()
+    assert len(commands) >= 15, commands
+    unmatched = [f"{md}: {cmd}" for md, cmd in commands
+                 if sum(bool(re.match(p, cmd)) for p, _ in DOCS_COMMANDS) != 1]
+    assert unmatched == []
