@@ -1,4 +1,5 @@
-"""Export the trained network to ONNX and TorchScript, and check the exports against torch.
+"""Export the trained network to ONNX, TorchScript and a torch.export ExportedProgram, and check
+the exports against torch.
 
 - ``data/model.onnx``: torch's exporter (``torch.onnx.export(dynamo=True)``, onnxscript),
   ONNX opset :data:`OPSET`, one input ``input`` (N, 3, 32, 32) float32 normalized, with a
@@ -10,10 +11,15 @@
   metadata as ``meta.json`` in its extra files (``torch.jit.load(path, _extra_files=...)``).
   torch marks TorchScript deprecated in favour of ``torch.export``; it still loads in C++
   (libtorch) without Python, which is why it is shipped.
+- ``data/model.pt2``: ``torch.export.export`` of the network (an ExportedProgram, the format
+  torch recommends instead of TorchScript), same input and output, batch dimension dynamic
+  (``torch.export.Dim``), the same metadata as ``meta.json`` in its extra files
+  (``torch.export.load(path, extra_files=...)``; ``.module()`` is the callable network). Python
+  with torch loads it; C++ only after AOTInductor compiles it, hence TorchScript besides.
 
-:func:`export_and_check` writes both to temporary files, runs onnxruntime (CPU) and the
-TorchScript model on test images against torch eager, and moves them into place only when each
-agrees with torch on the top-1 class of every image.
+:func:`export_and_check` writes all three to temporary files, runs onnxruntime (CPU), the
+TorchScript model and the loaded ExportedProgram on test images against torch eager, and moves
+them into place only when each agrees with torch on the top-1 class of every image.
 
 onnx, onnxscript and onnxruntime are imported inside the functions that need them, so the rest
 of the package (train, evaluate) runs where they are not installed.
@@ -22,6 +28,7 @@ of the package (train, evaluate) runs where they are not installed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import time
 import warnings
@@ -74,19 +81,64 @@ def export_onnx(net: torch.nn.Module, path: Path | str, meta: dict[str, str],
     onnx.checker.check_model(str(path), full_check=True)
 
 
+@contextlib.contextmanager
+def _torchscript_deprecation_silenced():
+    """Inside the block, torch's FutureWarnings "`torch.jit.script` / `torch.jit.save` /
+    `torch.jit.load` is deprecated" are not shown (other warnings are).
+
+    Why: TorchScript is shipped on purpose (the only export libtorch in C++ loads without
+    compiling anything; see the module docstring), next to the torch.export file torch
+    recommends; the warning would repeat in every export run and test without telling anyone
+    anything new. The one place the repository silences it: every TorchScript call goes
+    through :func:`script`, :func:`export_torchscript` or :func:`load_torchscript`.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
+def script(net: torch.nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script(net)`` without its deprecation warning (same module, same input and
+    output shapes and dtypes as ``net``)."""
+    with _torchscript_deprecation_silenced():
+        return torch.jit.script(net)
+
+
 def export_torchscript(net: torch.nn.Module, path: Path | str, meta: dict[str, str]) -> None:
     """Write ``torch.jit.script(net)`` to ``path`` with ``meta`` as extra file ``meta.json``."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.* is deprecated")
-        torch.jit.save(torch.jit.script(net), str(path),
-                       _extra_files={"meta.json": json.dumps(meta)})
+    with _torchscript_deprecation_silenced():
+        torch.jit.save(script(net), str(path), _extra_files={"meta.json": json.dumps(meta)})
 
 
 def load_torchscript(path: Path | str) -> torch.jit.ScriptModule:
-    """``torch.jit.load`` on the CPU, without its deprecation warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.* is deprecated")
+    """``torch.jit.load`` on the CPU, in eval mode, without its deprecation warning."""
+    with _torchscript_deprecation_silenced():
         return torch.jit.load(str(path), map_location="cpu").eval()
+
+
+def export_program(net: torch.nn.Module, path: Path | str, meta: dict[str, str],
+                   input_size: tuple[int, int]) -> None:
+    """Write ``torch.export.export(net)`` to ``path`` (a ``.pt2`` file) with ``meta`` as extra
+    file ``meta.json``; ``input_size`` is the model file's (H, W).
+
+    The program takes one (N, 3, H, W) float32 normalized tensor, any N >= 0 (the batch
+    dimension is a ``torch.export.Dim``), and returns (N, 10) float32 logits. ``net`` must be
+    in eval mode: the program keeps the batch norms' running statistics, not batch statistics.
+    """
+    # The trained weights are channels_last (recipe.build_model); torch.export.save stores such
+    # strided weights only with a warning ("No complete tensor found"), a contiguous copy plainly.
+    net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+    example = torch.zeros(2, 3, *input_size)  # batch 2: a batch of 1 would be specialized
+    program = torch.export.export(net, (example,),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    torch.export.save(program, str(path), extra_files={"meta.json": json.dumps(meta)})
+
+
+def load_program(path: Path | str) -> torch.nn.Module:
+    """The callable module of the ExportedProgram at ``path`` (``torch.export.load(path)
+    .module()``): (N, 3, H, W) float32 normalized in, (N, 10) float32 logits out, on the CPU."""
+    return torch.export.load(str(path)).module()
 
 
 def onnx_session(path: Path | str):
@@ -154,8 +206,10 @@ def speed(net: torch.nn.Module, session, x: torch.Tensor, rounds: int = 3,
 def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
                      onnx_path: Path | str = paths.ONNX_FILE,
                      torchscript_path: Path | str = paths.TORCHSCRIPT_FILE,
+                     program_path: Path | str = paths.EXPORTED_PROGRAM_FILE,
                      speed_batch: int = SPEED_BATCH, min_seconds: float = 1.0) -> dict:
-    """Export ``net`` to ONNX and TorchScript, check both, and only then write them.
+    """Export ``net`` to ONNX, TorchScript and an ExportedProgram, check each, and only then
+    write them.
 
     Args:
         net: the trained network in eval mode on the CPU (:func:`resnet9.model_file.load_trained`).
@@ -165,8 +219,9 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
         min_seconds: timed seconds per engine per round of the speed measurement.
 
     Returns:
-        The metrics: ``images``, ``opset``, ``onnx`` and ``torchscript`` (each
-        :func:`agreement` plus ``file_bytes``) and ``speed`` (:func:`speed`).
+        The metrics: ``images``, ``opset``, ``onnx``, ``torchscript`` and
+        ``exported_program`` (each :func:`agreement` plus ``file_bytes``) and ``speed``
+        (:func:`speed`).
 
     Raises:
         ExportError: an export's top-1 class differs from torch eager's on any image; the
@@ -183,21 +238,28 @@ def export_and_check(net: torch.nn.Module, saved: dict, images: np.ndarray,
     with contextlib.ExitStack() as stack:
         onnx_tmp = stack.enter_context(atomic_io.atomic_path(onnx_path, ".onnx"))
         ts_tmp = stack.enter_context(atomic_io.atomic_path(torchscript_path, ".ts"))
+        pt2_tmp = stack.enter_context(atomic_io.atomic_path(program_path, ".pt2"))
         export_onnx(net, onnx_tmp, meta, tuple(saved["input_size"]))
         export_torchscript(net, ts_tmp, meta)
+        export_program(net, pt2_tmp, meta, tuple(saved["input_size"]))
 
         session = onnx_session(onnx_tmp)
         scripted = load_torchscript(ts_tmp)
+        program = load_program(pt2_tmp)  # the file as written, not the in-memory program
         ort_logits = batched(lambda b: torch.from_numpy(
             session.run(None, {INPUT_NAME: b.numpy()})[0]), x)
         with torch.inference_mode():
             ts_logits = batched(scripted, x)
+            pt2_logits = batched(program, x)
         metrics = {"images": len(x), "opset": OPSET,
                    "onnx": {**agreement(reference, ort_logits),
                             "file_bytes": onnx_tmp.stat().st_size},
                    "torchscript": {**agreement(reference, ts_logits),
-                                   "file_bytes": ts_tmp.stat().st_size}}
-        for name, path in (("onnx", onnx_path), ("torchscript", torchscript_path)):
+                                   "file_bytes": ts_tmp.stat().st_size},
+                   "exported_program": {**agreement(reference, pt2_logits),
+                                        "file_bytes": pt2_tmp.stat().st_size}}
+        for name, path in (("onnx", onnx_path), ("torchscript", torchscript_path),
+                           ("exported_program", program_path)):
             m = metrics[name]
             if m["top1_disagreements"]:
                 raise ExportError(

@@ -67,6 +67,7 @@ MODEL_SUMMARY = Path("plots/model_summary.txt")
 # export
 ONNX_FILE = Path("data/model.onnx")
 TORCHSCRIPT_FILE = Path("data/model.ts")
+EXPORTED_PROGRAM_FILE = Path("data/model.pt2")  # torch.export.save; torch.export.load opens it
 EXPORT_METRICS = Path("metrics/export.json")
 
 # What each stage writes: its outs, metrics and plots in dvc.yaml.
@@ -78,5 +79,5 @@ STAGE_OUTPUTS: dict[str, tuple[Path, ...]] = {
               LR_SCHEDULE),
     "evaluate": (EVALUATE_METRICS, CONFUSION_CSV, PER_CLASS_CSV),
     "analyze": (*FIGURES.values(), MODEL_SUMMARY),
-    "export": (ONNX_FILE, TORCHSCRIPT_FILE, EXPORT_METRICS),
+    "export": (ONNX_FILE, TORCHSCRIPT_FILE, EXPORTED_PROGRAM_FILE, EXPORT_METRICS),
 }

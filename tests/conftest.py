@@ -26,6 +26,26 @@ from resnet9 import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_NPZ = ROOT.parent / "shared" / "data" / "cifar10.npz"
+# The PATH of a command that must need nothing from the caller's environment: the system's
+# tools (git, sh) only, not the virtualenv's (dvc, python); tests pass sys.executable instead.
+MINIMAL_PATH = "/usr/bin:/bin"
+
+
+def subprocess_env(path: str = MINIMAL_PATH, **extra: str) -> dict[str, str]:
+    """The whole environment of a project command a test starts, nothing inherited:
+    ``PYTHONPATH`` the repository root (the ``resnet9`` and ``stages`` packages), ``PATH``
+    ``path`` (:data:`MINIMAL_PATH` by default), then ``extra`` (e.g. ``OMP_NUM_THREADS="1"``,
+    ``HOME``), all strings."""
+    return {"PYTHONPATH": str(ROOT), "PATH": path, **extra}
+
+
+def venv_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the virtualenv's ``bin`` (the directory of
+    ``sys.executable``, so ``dvc`` and ``python`` are this environment's) first on ``PATH``,
+    DVC's usage analytics off, then ``extra``: for commands run as a user runs them (dvc, git,
+    the README's lines)."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", **extra}
 
 
 def _committed_params_text() -> str:
@@ -146,8 +166,7 @@ PROJECT = ["dvc.yaml", "params.yaml", "stages", "resnet9", ".dvc/config", ".dvc/
 
 def sh(repo: Path, *args: str, check: bool = True, **env_extra: str
        ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0", **env_extra}
+    env = venv_env(PYTHONHASHSEED="0", **env_extra)
     proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
@@ -203,8 +222,8 @@ def commit_all(repo: Path, message: str) -> None:
 
 # ---- the train stage on synthetic data ---------------------------------------------------
 
-TRAIN_ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-       "RESNET9_CHECKPOINT_EVERY_S": "0"}  # a checkpoint after every epoch but the last
+# RESNET9_CHECKPOINT_EVERY_S=0: a checkpoint after every epoch but the last
+TRAIN_ENV = subprocess_env(OMP_NUM_THREADS="1", RESNET9_CHECKPOINT_EVERY_S="0")
 CKPT_DIR = ".cache/checkpoints"
 
 
@@ -288,8 +307,8 @@ def dvc_repo_for_train(base: Path, name: str, cifar_npz: Path) -> Path:
 
 
 def dvc_env() -> dict[str, str]:
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1", "RESNET9_CHECKPOINT_EVERY_S": "0"}
+    """:func:`venv_env` for ``dvc exp run``: a checkpoint after every epoch but the last."""
+    return venv_env(RESNET9_CHECKPOINT_EVERY_S="0")
 
 # ---- the app's server, free ports (app, sshd), dvc exp show's results -------------------
 

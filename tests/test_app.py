@@ -23,17 +23,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import ROOT, colour_arrays, free_port, serve
+from conftest import MINIMAL_PATH, ROOT, colour_arrays, free_port, serve, subprocess_env
 from resnet9 import app, cifar10, model_file, paths, predict
 
 CPU = "cpu"
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+ENV = subprocess_env(OMP_NUM_THREADS="1")
 FORBIDDEN = ("albumentations", "cv2", "dvc", "dvclive", "onnx", "torch_lr_finder")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    pass
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 @pytest.fixture(scope="module")
@@ -321,8 +317,9 @@ def test_the_space_starts_in_a_fresh_venv_with_only_its_requirements(tiny_model,
                     if re.search(rf"^{m}[=-]", frozen, re.M)], frozen
 
         port = free_port()
+        # no subprocess_env(): without PYTHONPATH the Space runs on its own copy of resnet9
         with serve([str(venv / "bin" / "python"), "app.py", "--port", str(port)], space,
-                   {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}) as url:
+                   {"PATH": MINIMAL_PATH, "HOME": str(tmp_path)}) as url:
             assert url == f"http://127.0.0.1:{port}/"
             with urllib.request.urlopen(url, timeout=60) as page:
                 assert page.status == 200

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, colour_arrays, free_port, serve
+from conftest import ROOT, colour_arrays, free_port, serve, subprocess_env
 from resnet9 import app, paths
 
 pytestmark = pytest.mark.slow
@@ -54,8 +54,7 @@ def server(request, tmp_path_factory):
                 model)
     command = [sys.executable, "-m", "resnet9.app", "--model", str(paths.MODEL_FILE), "--port",
                str(port), "--test-data", "test.npz", "--gallery-images", "40", "--device", "cpu"]
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
-           "HOME": str(work)}
+    env = subprocess_env(OMP_NUM_THREADS="1", HOME=str(work))
     with serve(command, work, env) as url:
         yield {"url": url, "model": model, "work": work}
 
@@ -125,8 +124,7 @@ def _top1(browser) -> str:
 def _predict_top1(model: Path, image: Path) -> str:
     proc = subprocess.run([sys.executable, "-m", "resnet9.predict", str(image), "--model",
                            str(model), "--device", "cpu", "--json"], capture_output=True,
-                          text=True, timeout=300, env={"PYTHONPATH": str(ROOT),
-                                                       "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=300, env=subprocess_env())
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)["predictions"][0]["top_k"][0]["class"]
 

@@ -15,7 +15,7 @@ import yaml
 from resnet9 import cifar10, data
 from resnet9.data import DataError
 
-from conftest import ROOT, committed_params, tiny_arrays
+from conftest import committed_params, subprocess_env, tiny_arrays
 from resnet9 import paths
 
 
@@ -148,7 +148,7 @@ def _run_download(tmp_path, source, **data_params):
     _write_params(tmp_path, source, **data_params)
     return subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          env=subprocess_env())
 
 
 @pytest.mark.parametrize("defect", ["missing", "truncated", "labels", "counts"])

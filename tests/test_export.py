@@ -1,5 +1,6 @@
-"""resnet9.export: ONNX and TorchScript files that agree with torch eager, checked before they
-are written; onnx and onnxruntime stay out of the train and evaluate stages."""
+"""resnet9.export: ONNX, TorchScript and ExportedProgram (.pt2) files that agree with torch
+eager, checked before they are written; onnx and onnxruntime stay out of the train and evaluate
+stages."""
 
 from __future__ import annotations
 
@@ -15,28 +16,26 @@ from conftest import ROOT, colour_arrays
 from resnet9 import export, model_file, preprocess
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    pass
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_model):
-    """The tiny model exported and checked on 50 synthetic images: (metrics, onnx, ts, saved)."""
+    """The tiny model exported and checked on 50 synthetic images:
+    (metrics, onnx path, TorchScript path, .pt2 path, saved)."""
     out = tmp_path_factory.mktemp("export")
     net, saved = model_file.load_trained(tiny_model, CPU)
     images, _ = colour_arrays(50, seed=2)
     metrics = export.export_and_check(net, saved, images, out / "model.onnx", out / "model.ts",
-                                      speed_batch=64, min_seconds=0.05)
-    return metrics, out / "model.onnx", out / "model.ts", saved
+                                      out / "model.pt2", speed_batch=64, min_seconds=0.05)
+    return metrics, out / "model.onnx", out / "model.ts", out / "model.pt2", saved
 
 
 def test_exports_agree_with_torch_eager(exported):
-    metrics, onnx_path, ts_path, _ = exported
+    metrics, onnx_path, ts_path, pt2_path, _ = exported
     assert metrics["images"] == 50 and metrics["opset"] == export.OPSET
-    for name, path in (("onnx", onnx_path), ("torchscript", ts_path)):
+    for name, path in (("onnx", onnx_path), ("torchscript", ts_path),
+                       ("exported_program", pt2_path)):
         m = metrics[name]
         assert m["top1_agreement"] == 1.0 and m["top1_disagreements"] == 0, name
         assert m["max_abs_logit_diff"] < 1e-4, name
@@ -57,7 +56,7 @@ def test_onnx_has_a_dynamic_batch_dimension_and_the_metadata(exported, tiny_mode
     import onnx
     import onnxruntime
 
-    _, onnx_path, _, saved = exported
+    _, onnx_path, _, _, saved = exported
     model = onnx.load(str(onnx_path))
     assert model.opset_import[0].version == export.OPSET
     dims = model.graph.input[0].type.tensor_type.shape.dim
@@ -78,7 +77,7 @@ def test_onnx_has_a_dynamic_batch_dimension_and_the_metadata(exported, tiny_mode
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_loads_without_the_package_classes(exported, tiny_model):
-    _, _, ts_path, saved = exported
+    _, _, ts_path, _, saved = exported
     extra = {"meta.json": ""}
     scripted = torch.jit.load(str(ts_path), _extra_files=extra)
     assert json.loads(json.loads(extra["meta.json"])["classes"]) == saved["classes"]
@@ -86,6 +85,25 @@ def test_torchscript_loads_without_the_package_classes(exported, tiny_model):
     net, _ = model_file.load_trained(tiny_model, CPU)
     with torch.no_grad():
         assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+def test_exported_program_loads_with_the_metadata_at_any_batch_size(exported, tiny_model):
+    """What docs/use-the-model.md shows: ``torch.export.load(path).module()(x)``, at batch 1
+    and 7 (the program was traced at batch 2: the batch dimension is dynamic)."""
+    _, _, _, pt2_path, saved = exported
+    extra = {"meta.json": ""}
+    module = torch.export.load(str(pt2_path), extra_files=extra).module()
+    meta = json.loads(extra["meta.json"])
+    assert json.loads(meta["classes"]) == saved["classes"]
+    assert json.loads(meta["mean"]) == saved["normalization"]["mean"]
+    assert json.loads(meta["input_size"]) == [32, 32]
+    net, _ = model_file.load_trained(tiny_model, CPU)
+    for n in (1, 7):
+        x = _inputs(saved, n)
+        with torch.no_grad():
+            logits = module(x)
+            assert logits.shape == (n, 10) and logits.dtype == torch.float32
+            assert torch.allclose(logits, net(x), atol=1e-5)
 
 
 def test_a_disagreeing_export_fails_and_writes_nothing(tmp_path, tiny_model, monkeypatch):
@@ -101,10 +119,28 @@ def test_a_disagreeing_export_fails_and_writes_nothing(tmp_path, tiny_model, mon
     monkeypatch.setattr(export, "onnx_session", Shuffled)
     net, saved = model_file.load_trained(tiny_model, CPU)
     images, _ = colour_arrays(20, seed=4)
-    onnx_path, ts_path = tmp_path / "model.onnx", tmp_path / "model.ts"
+    paths = tmp_path / "model.onnx", tmp_path / "model.ts", tmp_path / "model.pt2"
     with pytest.raises(export.ExportError, match=r"model\.onnx: top-1 class differs from torch "
                        r"eager on \d+ of 20 test images .*expected 100% agreement"):
-        export.export_and_check(net, saved, images, onnx_path, ts_path, min_seconds=0.01)
+        export.export_and_check(net, saved, images, *paths, min_seconds=0.01)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disagreeing_exported_program_fails_and_writes_nothing(tmp_path, tiny_model,
+                                                                 monkeypatch):
+    real_load = export.load_program
+
+    def shuffled(path):  # the loaded program's logits rolled by one class: every top-1 differs
+        module = real_load(path)
+        return lambda x: module(x).roll(1, dims=1)
+
+    monkeypatch.setattr(export, "load_program", shuffled)
+    net, saved = model_file.load_trained(tiny_model, CPU)
+    images, _ = colour_arrays(20, seed=4)
+    paths = tmp_path / "model.onnx", tmp_path / "model.ts", tmp_path / "model.pt2"
+    with pytest.raises(export.ExportError, match=r"model\.pt2: top-1 class differs from torch "
+                       r"eager on \d+ of 20 test images .*expected 100% agreement"):
+        export.export_and_check(net, saved, images, *paths, min_seconds=0.01)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import subprocess_env
 from resnet9 import predict
 
 N = 32  # the model's input size: prepare's ImageOps.fit passes a 32x32 image unchanged
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+ENV = subprocess_env(OMP_NUM_THREADS="1")
 
 
 def ramp(top: float, dtype) -> np.ndarray:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from resnet9 import export
 from resnet9.model import ResNet9, ResNet9Config, count_parameters
 
 
@@ -66,4 +67,4 @@ def test_logit_scale_multiplies_the_logits_and_adds_no_parameter():
     with torch.no_grad():
         torch.testing.assert_close(scaled(x), plain(x) * 0.125)
     assert count_parameters(ResNet9(ResNet9Config(logit_scale=0.125))) == 6_573_130
-    torch.testing.assert_close(torch.jit.script(scaled)(x), scaled(x))  # export scripts it
+    torch.testing.assert_close(export.script(scaled)(x), scaled(x))  # as the export stage

@@ -3,15 +3,12 @@ CPU, as a student runs it in Colab, with tiny settings passed in through its par
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-from conftest import ROOT, commit_all, copy_project
+from conftest import ROOT, commit_all, copy_project, venv_env
 
 NOTEBOOK = ROOT / "notebooks" / "colab.ipynb"
 FIGURES = ("lr_find", "training_curves", "confusion", "misclassified", "gradcam")
@@ -43,8 +40,8 @@ def test_the_notebook_runs_top_to_bottom(tmp_path, cifar_npz, monkeypatch):
     nb.cells.insert(first + 1, nbformat.v4.new_code_cell(
         f"REPO = {str(project)!r}\nINSTALL = False\nRUN = {'dvc exp run ' + tiny!r}\n"
         "EXPERIMENT = '-S train.max_lr=0.01'"))
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    for name in ("PATH", "DVC_NO_ANALYTICS"):  # the kernel's `!dvc ...` finds this venv's dvc
+        monkeypatch.setenv(name, venv_env()[name])
     workdir = tmp_path / "colab"
     workdir.mkdir()
     # Raises CellExecutionError, naming the cell, if any cell fails (sh() raises on a failed

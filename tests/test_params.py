@@ -11,7 +11,7 @@ from resnet9 import params
 from resnet9.params import ParamsError
 from stages import runner
 
-from conftest import ROOT, committed_params
+from conftest import ROOT, committed_params, subprocess_env
 
 
 def shipped(section: str) -> dict:
@@ -202,7 +202,7 @@ def test_the_stage_command_refuses_bad_params_the_same_way(tmp_path):
     _params_with(tmp_path, "data", "train_subset", 0)
     proc = subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          env=subprocess_env())
     _assert_refused("download", "data", "train_subset", 0, proc.returncode, proc.stderr,
                     tmp_path)
 

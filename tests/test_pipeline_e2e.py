@@ -123,7 +123,8 @@ def test_every_declared_output_exists_and_parses(repo):
 
     export = json.loads((repo / paths.EXPORT_METRICS).read_text())
     assert export["images"] == TINY["test"]
-    for name, path in (("onnx", "data/model.onnx"), ("torchscript", "data/model.ts")):
+    for name, path in (("onnx", "data/model.onnx"), ("torchscript", "data/model.ts"),
+                       ("exported_program", "data/model.pt2")):
         assert export[name]["top1_agreement"] == 1.0
         assert export[name]["file_bytes"] == (repo / path).stat().st_size
     assert export["speed"]["batch_size"] == 256

@@ -15,16 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import COMMITTED_PARAMS_TEXT, ROOT, colour_arrays
+from conftest import COMMITTED_PARAMS_TEXT, colour_arrays, subprocess_env
 from resnet9 import cifar10, data, loaders, model_file, paths, predict
 
-ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+ENV = subprocess_env(OMP_NUM_THREADS="1")
 HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    pass
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: torch on one thread
 
 
 def run_predict(capsys, *args: str) -> tuple[int, str, str]:
