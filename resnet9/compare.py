@@ -241,8 +241,12 @@ def render(summary: pd.DataFrame, runs: list[Run], markdown: bool) -> str:
                   + (" (dvc exp show lists none)" if not runs else "") + "\n")
     elif markdown:
         out.write(table(summary).to_markdown(index=False) + "\n")
-    else:
-        out.write(table(summary).to_string(index=False) + "\n")
+    else:  # every column left-aligned, as a terminal table of text reads best
+        frame = table(summary)
+        widths = {c: max(len(c), frame[c].str.len().max()) for c in frame}
+        out.write("  ".join(c.ljust(w) for c, w in widths.items()).rstrip() + "\n")
+        for row in frame.itertuples(index=False):
+            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths.values())).rstrip() + "\n")
     for run in runs:
         if run.left_out:
             out.write(f"{'- ' if markdown else ''}left out: {run.name}: {run.left_out}\n")

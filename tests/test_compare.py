@@ -156,7 +156,7 @@ def test_the_readme_grid_queues_seeds_and_compare_summarizes_them(tmp_path, cifa
     assert status.count("Success") == 5 and status.count("Failed") == 1, status
 
     out = sh(repo, *python, "--png", "dvc_plots/compare.png", PYTHONPATH=str(ROOT)).stdout
-    rows = {line.split("  ")[0].strip(): line for line in out.splitlines()[1:]
+    rows = {line.strip().split("  ")[0]: line for line in out.splitlines()[1:]
             if not line.startswith(("left out", "compare:"))}
     hand = by_hand(repo)
     for label, max_lr, seeds in (("the reference's params", "auto", "0,1,2"),

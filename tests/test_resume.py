@@ -347,12 +347,15 @@ def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_n
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     assert "train: interrupted by SIGINT" in out, out
-    assert "train: run the same command again to resume from epoch 2 of 3 (" in out, out
+    # from epoch 2 as a rule; on a loaded machine epoch 2's checkpoint may land before the signal
+    hint = re.search(r"train: run the same command again to resume from epoch (\d) of 3 \(", out)
+    assert hint, out
     assert not (repo / paths.MODEL_FILE).exists()
 
     again = _exp_run(repo)
     assert "train: resuming from " in again.stdout, again.stdout
-    assert "after epoch 1\n" in again.stdout, again.stdout
+    done = int(hint.group(1)) - 1
+    assert f"after epoch {done}\n" in again.stdout, again.stdout
     assert "epoch   1/3" not in again.stdout  # epoch 1 was not trained again
     history, evaluated = _results(repo)
     pd.testing.assert_frame_equal(history, _results(straight)[0])
