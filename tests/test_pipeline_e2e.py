@@ -369,7 +369,7 @@ def test_a_bad_param_loses_nothing_and_the_readme_recovery_works(repo, tmp_path)
     assert _predict_one(repo).returncode == 0
     status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
     assert set(status) == {"check_params", "lr_find", "train"}, status  # what the -S changed
-    assert status["train"] == [{"changed deps": {"params.yaml": {"modified": "train"}}}], status
+    assert status["train"] == [{"changed deps": {"params.yaml": {"train": "modified"}}}], status
 
     # The README's recovery, line by line as typed: the committed params (the model stays),
     # then the good experiment back, then dvc checkout (a no-op here: all is in place).
