@@ -10,6 +10,7 @@ import os
 import queue
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -243,8 +244,17 @@ def train_workdir(tmp_path: Path, name: str, **settings) -> Path:
     return work
 
 
+def default_sigint() -> None:
+    """For ``Popen(preexec_fn=...)``: SIGINT back to its default in the child, so that Python
+    there turns Ctrl-C into KeyboardInterrupt even when the tests were started in the
+    background (a shell's ``&`` ignores SIGINT, and an ignored signal stays ignored across
+    exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_train(work: Path, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=work, env=TRAIN_ENV,
+                            preexec_fn=default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import (CKPT_DIR, checkpoints, dvc_env, dvc_repo_for_train,
+from conftest import (CKPT_DIR, checkpoints, default_sigint, dvc_env, dvc_repo_for_train,
                       interrupt_after_first_checkpoint, learnable_data, start_train,
                       train_history, train_workdir, wait_for_checkpoint)
 from resnet9 import paths
@@ -340,7 +340,8 @@ def test_interrupted_dvc_exp_run_resumes_with_the_same_command(tmp_path, cifar_n
     assert not (straight / CKPT_DIR).exists()
 
     repo = dvc_repo_for_train(tmp_path, "interrupted", cifar_npz)
-    proc = subprocess.Popen(EXP_RUN, cwd=repo, env=dvc_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(EXP_RUN, cwd=repo, env=dvc_env(), preexec_fn=default_sigint,
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     wait_for_checkpoint(repo, proc)
     os.killpg(proc.pid, signal.SIGINT)
