@@ -117,10 +117,15 @@ def test_a_disagreeing_export_fails_and_writes_nothing(tmp_path, tiny_model, mon
             return [np.roll(self.session.run(outputs, feed)[0], 1, axis=1)]
 
     monkeypatch.setattr(export, "onnx_session", Shuffled)
+    _refused_and_nothing_written(tmp_path, tiny_model, "onnx")
+
+
+def _refused_and_nothing_written(tmp_path, tiny_model, ext: str) -> None:
+    """export_and_check on 20 images fails naming model.<ext>, and writes no file."""
     net, saved = model_file.load_trained(tiny_model, CPU)
     images, _ = colour_arrays(20, seed=4)
     paths = tmp_path / "model.onnx", tmp_path / "model.ts", tmp_path / "model.pt2"
-    with pytest.raises(export.ExportError, match=r"model\.onnx: top-1 class differs from torch "
+    with pytest.raises(export.ExportError, match=rf"model\.{ext}: top-1 class differs from torch "
                        r"eager on \d+ of 20 test images .*expected 100% agreement"):
         export.export_and_check(net, saved, images, *paths, min_seconds=0.01)
     assert list(tmp_path.iterdir()) == []
@@ -135,13 +140,7 @@ def test_a_disagreeing_exported_program_fails_and_writes_nothing(tmp_path, tiny_
         return lambda x: module(x).roll(1, dims=1)
 
     monkeypatch.setattr(export, "load_program", shuffled)
-    net, saved = model_file.load_trained(tiny_model, CPU)
-    images, _ = colour_arrays(20, seed=4)
-    paths = tmp_path / "model.onnx", tmp_path / "model.ts", tmp_path / "model.pt2"
-    with pytest.raises(export.ExportError, match=r"model\.pt2: top-1 class differs from torch "
-                       r"eager on \d+ of 20 test images .*expected 100% agreement"):
-        export.export_and_check(net, saved, images, *paths, min_seconds=0.01)
-    assert list(tmp_path.iterdir()) == []
+    _refused_and_nothing_written(tmp_path, tiny_model, "pt2")
 
 
 def test_train_evaluate_and_predict_import_without_onnx():
