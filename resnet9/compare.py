@@ -154,6 +154,11 @@ def select(runs: list[Run], names: Iterable[str]) -> list[Run]:
     return [by_name[n] for n in names]
 
 
+def _same_data(run: Run, ref: Run) -> bool:
+    """Whether ``run`` used the reference's dataset size (:data:`DATA_SIZE`)."""
+    return all(run.params.get(k) == ref.params.get(k) for k in DATA_SIZE)
+
+
 def check_data(runs: list[Run], baselines: dict[str, Run], any_data: bool) -> None:
     """Leave out runs evaluated on another dataset size than their reference, unless
     ``any_data``: their accuracy is on other test images."""
@@ -163,7 +168,7 @@ def check_data(runs: list[Run], baselines: dict[str, Run], any_data: bool) -> No
             continue
         mine = [run.params.get(k) for k in DATA_SIZE]
         theirs = [ref.params.get(k) for k in DATA_SIZE]
-        if mine != theirs and not any_data:
+        if not _same_data(run, ref) and not any_data:
             run.left_out = (f"other dataset size (train_subset, test_subset {mine[0]}, "
                             f"{mine[1]}; the reference {theirs[0]}, {theirs[1]}; --any-data "
                             "keeps it)")
@@ -194,9 +199,8 @@ def summarize(runs: list[Run], baselines: dict[str, Run]) -> pd.DataFrame:
         acc = frame["accuracy"] * 100
         tta = frame.get("tta_accuracy", pd.Series(dtype=float)) * 100
         lr = frame.get("max_lr", pd.Series(dtype=float))
-        same_data = ref is not None and all(
-            members[0].params.get(k) == ref.params.get(k) for k in DATA_SIZE)
-        ref_acc = (ref.metrics.get("accuracy") if ref is not None and same_data else None)
+        ref_acc = (ref.metrics.get("accuracy")
+                   if ref is not None and _same_data(members[0], ref) else None)
         rows.append({
             "recipe": _label(members[0].params, ref.params if ref else {}),
             "runs": len(members),
