@@ -184,12 +184,13 @@ def readme_command(prefix: str) -> list[str]:
     raise AssertionError(f"README.md has no line starting with {prefix!r}")
 
 
-def readme_line(prefix: str) -> str:
-    """The README's command line that starts with ``prefix``, as written (for ``bash -c``)."""
-    for line in (ROOT / "README.md").read_text().splitlines():
+def readme_line(prefix: str, doc: str = "README.md") -> str:
+    """The command line of ``doc`` (README.md, or a page such as docs/team.md) that starts with
+    ``prefix``, as written (for ``bash -c``)."""
+    for line in (ROOT / doc).read_text().splitlines():
         if line.startswith(prefix):
             return line
-    raise AssertionError(f"README.md has no line starting with {prefix!r}")
+    raise AssertionError(f"{doc} has no line starting with {prefix!r}")
 
 
 def set_params(repo: Path, **changes: dict) -> None:

@@ -82,6 +82,11 @@ DOCS_COMMANDS: list[tuple[str, str]] = [
                                 "scripts/gpu_measure.sh"),
     (r"dvc exp run --queue ", "tests/test_compare.py queues the same grid and a failing run"),
     (r"dvc queue start -j", "tests/test_compare.py and tests/test_pipeline_e2e.py start queues"),
+    (r"dvc remote add -d team ssh://", "tests/test_team.py runs the team recipe (local sshd)"),
+    (r"git commit -m \"Team DVC remote\"", "tests/test_team.py runs the team recipe"),
+    (r"dvc exp run --pull --allow-missing", "tests/test_team.py runs it (scripts/sweep/task.sh)"),
+    (r"dvc exp (push|pull) |dvc exp apply <name> &&", "tests/test_team.py runs the team recipe"),
+    (r"dvc metrics diff <name> <other-name>", "tests/test_team.py runs the team recipe"),
 ]
 
 

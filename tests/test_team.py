@@ -1,4 +1,4 @@
-"""Many machines, one record of runs (README, "Share runs and artifacts"): a bare git repository
+"""Many machines, one record of runs (docs/team.md): a bare git repository
 is the team's git remote and a real SSH server on 127.0.0.1 (OpenSSH's sshd, a throwaway key)
 holds the DVC remote. Two clones run a sweep's tasks as the schedulers would, machine A the
 SLURM array script and machine B the SkyPilot task's run section, each with its index set, and
@@ -76,9 +76,9 @@ def run(cwd: Path, team: dict, *args: str, **env: str) -> subprocess.CompletedPr
 
 def run_readme(cwd: Path, team: dict, prefix: str, **placeholders: str
                ) -> subprocess.CompletedProcess:
-    """The README's team-recipe line starting with ``prefix``, through bash as a user types it,
+    """docs/team.md's recipe line starting with ``prefix``, through bash as a user types it,
     its ``<placeholders>`` (and the example remote URL) filled in."""
-    line = readme_line(prefix).split(" #")[0]
+    line = readme_line(prefix, "docs/team.md").split(" #")[0]
     line = re.sub(r"ssh://\S+", team["url"], line)
     for name, value in placeholders.items():
         line = line.replace(f"<{name.replace('_', '-')}>", value)
