@@ -87,6 +87,8 @@ DOCS_COMMANDS: list[tuple[str, str]] = [
     (r"dvc exp run --pull --allow-missing", "tests/test_team.py runs it (scripts/sweep/task.sh)"),
     (r"dvc exp (push|pull) |dvc exp apply <name> &&", "tests/test_team.py runs the team recipe"),
     (r"dvc metrics diff <name> <other-name>", "tests/test_team.py runs the team recipe"),
+    (r"bash scripts/spec_run\.sh ", "tests/test_spec_run.py runs it on a tiny params.yaml"),
+    (r"python scripts/adopt_spec_run\.py ", "tests/test_spec_run.py adopts the run it made"),
 ]
 
 
