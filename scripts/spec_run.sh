@@ -31,7 +31,7 @@ running_pid() {  # the pid of this clone's run, if it is alive
 if pid=$(running_pid); then
   echo "spec_run: seed $SEED runs (pid $pid, $DIR); its log's last lines:"
   tail -n 3 "$LOG"
-  if [[ -f $DIR/plots/train_history.csv ]]; then
+  if [[ $DIR/plots/train_history.csv -nt $DIR/spec_run.pid ]]; then  # written by this run
     tail -n 1 "$DIR/plots/train_history.csv" | awk -F, '$1 ~ /^[0-9]+$/ {
       printf "spec_run: epoch %d done: test top-1 %.2f%%, %.0f s\n", $1, 100 * $5, $7 }'
   fi
