@@ -32,6 +32,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -90,6 +91,11 @@ def check_params(run_dir: Path) -> None:
         raise AdoptError(f"{run_dir.name}/params.yaml differs from params.yaml: " + "; ".join(differ))
 
 
+def check_model_kept(force: bool) -> None:
+    if (ROOT / MODEL).exists() and not force:
+        raise AdoptError(f"{MODEL} exists; it would be replaced (--force to replace it)")
+
+
 def make_dataset(npz: Path, dest: Path) -> None:
     """The download stage, run in a scratch folder with ``data.source`` set to ``npz``, so that
     params.yaml here keeps its own source."""
@@ -103,9 +109,8 @@ def make_dataset(npz: Path, dest: Path) -> None:
 
 
 def adopt(files_at: Path, run: str, npz: Path, force: bool) -> None:
+    check_model_kept(force)
     model = ROOT / MODEL
-    if model.exists() and not force:
-        raise AdoptError(f"{MODEL} exists; it would be replaced (--force to replace it)")
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         try:
@@ -155,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         source = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["source"]
         args.data = (Path(source) if Path(source).is_file()
                      else ROOT.parent / "shared" / "data" / "cifar10.npz")
+    return exit_code(lambda: adopt(args.files_at, args.run, args.data, args.force))
+
+
+def exit_code(adopt_call: Callable[[], None]) -> int:
+    """Run ``adopt_call``: 0, or 2 with the failed check's message on stderr."""
     try:
-        adopt(args.files_at, args.run, args.data, args.force)
+        adopt_call()
     except AdoptError as err:
         print(f"adopt: {err}", file=sys.stderr)
         return 2

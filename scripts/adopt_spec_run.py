@@ -31,10 +31,9 @@ from pathlib import Path
 
 import yaml
 
-from adopt_gpu_run import AdoptError, check_params, declared_outputs
+from adopt_gpu_run import AdoptError, check_model_kept, check_params, declared_outputs, exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "data/model.pt"
 
 
 def dvc(cwd: Path, *args: str) -> str:
@@ -88,8 +87,7 @@ def adopt(clone: Path, force: bool) -> None:
         raise AdoptError(f"{log}: the run has not finished (last line: {last!r})")
     check_params(clone)
     commit = check_code(clone)
-    if (ROOT / MODEL).exists() and not force:
-        raise AdoptError(f"{MODEL} exists; it would be replaced (--force to replace it)")
+    check_model_kept(force)
 
     shutil.copyfile(ROOT / "params.yaml", clone / "params.yaml")  # data.source: the official URL
     dvc(clone, "repro", "check_params")
@@ -116,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("clone", type=Path, help="the run's clone (scripts/spec_run.sh's SPEC_DIR)")
     ap.add_argument("--force", action="store_true", help="replace an existing data/model.pt")
     args = ap.parse_args(argv)
-    try:
-        adopt(args.clone.resolve(), args.force)
-    except AdoptError as err:
-        print(f"adopt: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: adopt(args.clone.resolve(), args.force))
 
 
 if __name__ == "__main__":
