@@ -12,8 +12,8 @@
 #   it gives the same dataset bytes as the official URL: the README, "Set-up").
 # SET: more overrides, "key=value key=value" (the tests shrink the run with it).
 # VENV: a venv to use instead of the clone's own (`make install` there, by default).
-# Making the finished run the committed reference: docs/pipeline.md, "Keeping the reference
-# current".
+# Making the finished run the committed reference: scripts/adopt_spec_run.py (docs/pipeline.md,
+# "A reference run on a CPU").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SEED=${1:-}
@@ -86,7 +86,9 @@ echo "spec_run: $( [[ -s $LOG ]] && echo resuming || echo starting ) seed $SEED"
      "at $(git rev-parse --short HEAD) in $DIR; log: $LOG"
 setsid bash -c '
   stamp() { while IFS= read -r line; do printf "%s %s\n" "$(date -u +%T)" "$line"; done; }
-  echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD) cpu $(lscpu | sed -n "s/^Model name: *//p")"
+  flags=$(grep -o -w -E "avx512f|avx512_bf16|amx_bf16" /proc/cpuinfo | sort -u | tr "\n" " ")
+  echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)" \
+       "cpu $(lscpu | sed -n "s/^Model name: *//p") x $(getconf _NPROCESSORS_ONLN), bf16-related flags: ${flags:-none of avx512f, avx512_bf16, amx_bf16}"
   source "$1"
   dvc repro 2>&1 | stamp
   echo "end $(date -u +%FT%TZ) rc ${PIPESTATUS[0]}"
