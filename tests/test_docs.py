@@ -116,3 +116,11 @@ def test_every_docs_command_is_run_somewhere_or_says_why_not():
     unmatched = [f"{md}: {cmd}" for md, cmd in commands
                  if sum(bool(re.match(p, cmd)) for p, _ in DOCS_COMMANDS) != 1]
     assert unmatched == []
+
+
+def test_every_module_is_in_the_layout_table():
+    """The README's Layout sends a reader to docs/code-layout.md for the modules."""
+    table = (ROOT / "docs" / "code-layout.md").read_text()
+    missing = [m.name for m in sorted((ROOT / "resnet9").glob("*.py"))
+               if m.name != "__init__.py" and f"`{m.name}`" not in table]
+    assert missing == []
