@@ -264,7 +264,8 @@ def train_history(work: Path) -> pd.DataFrame:
 
 
 def checkpoints(work: Path) -> list[Path]:
-    return sorted((work / CKPT_DIR).glob("*.pt"))
+    """The finished checkpoints under ``work`` (not a ``.<name>.tmp.pt`` being written)."""
+    return sorted((work / CKPT_DIR).glob("[!.]*.pt"))
 
 
 def wait_for_checkpoint(work: Path, proc: subprocess.Popen) -> None:

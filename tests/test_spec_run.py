@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, commit_all, copy_project, set_params, sh
+from conftest import ROOT, checkpoints, commit_all, copy_project, set_params, sh
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,12 @@ def adopt(repo: Path, clone: Path, *args: str):
     return sh(repo, sys.executable, "scripts/adopt_spec_run.py", str(clone), *args, check=False)
 
 
-def wait_for_checkpoint(folder: Path, timeout_s: float = 600) -> None:
-    """Until ``folder`` holds a finished checkpoint (``<hash>.pt``, not a temporary file)."""
+def wait_for_checkpoint(clone: Path, timeout_s: float = 600) -> None:
+    """Until the clone's run has written a checkpoint (the run is detached: no Popen to poll,
+    unlike conftest.wait_for_checkpoint)."""
     deadline = time.monotonic() + timeout_s
-    while not (folder.is_dir() and any(folder.glob("[!.]*.pt"))):
-        assert time.monotonic() < deadline, f"nothing in {folder} after {timeout_s} s"
+    while not checkpoints(clone):
+        assert time.monotonic() < deadline, f"no checkpoint in {clone} after {timeout_s} s"
         time.sleep(0.2)
 
 
@@ -86,7 +87,7 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     assert early.returncode == 2 and "the run has not finished" in early.stderr, early.stderr
 
     # Killed after its first checkpoint (as a session's end kills it), resumed by the same command.
-    wait_for_checkpoint(clone / ".cache" / "checkpoints")
+    wait_for_checkpoint(clone)
     pid = int((clone / "spec_run.pid").read_text())
     os.killpg(pid, signal.SIGKILL)
     while Path(f"/proc/{pid}").exists():  # until init has reaped it
