@@ -89,6 +89,7 @@ DOCS_COMMANDS: list[tuple[str, str]] = [
     (r"dvc metrics diff <name> <other-name>", "tests/test_team.py runs the team recipe"),
     (r"bash scripts/spec_run\.sh ", "tests/test_spec_run.py runs it on a tiny params.yaml"),
     (r"python scripts/adopt_spec_run\.py ", "tests/test_spec_run.py adopts the run it made"),
+    (r"python scripts/spec_report\.py ", "tests/test_spec_run.py reports on the run it made"),
 ]
 
 

@@ -60,7 +60,7 @@ def project(tmp_path):
     Epochs of a few seconds each, so that the test kills the run between two of them."""
     repo = copy_project(tmp_path / "repo")
     (repo / "scripts").mkdir()
-    for script in ("spec_run.sh", "adopt_spec_run.py", "adopt_gpu_run.py"):
+    for script in ("spec_run.sh", "spec_report.py", "adopt_spec_run.py", "adopt_gpu_run.py"):
         shutil.copy2(ROOT / "scripts" / script, repo / "scripts")
     set_params(repo, data={"source": URL, "train_subset": 2000, "test_subset": 200},
                model={"width_multiplier": 0.125}, lr_find={"num_iter": 5},
@@ -110,6 +110,12 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
 
     done = spec_run(project, clone, cifar_npz)
     assert "seed 0 finished" in done.stdout and log.open(newline="").read() == text
+
+    # Its row for docs/results.md: the run's figures, and train in the two sessions it ran in.
+    row = sh(project, sys.executable, "scripts/spec_report.py", str(clone)).stdout.splitlines()
+    evaluate = json.loads((clone / "metrics/evaluate.json").read_text())
+    assert row[2].startswith("| 0 | ") and f"| {100 * evaluate['accuracy']:.2f}% |" in row[2]
+    assert re.search(r"\| [\d,]+ s \(2 sessions\) \|", row[2]) and "lr_find" in row[0], row
 
     # The finished run becomes the project's reference: the official URL stays in params.yaml,
     # dvc status is clean, and the figures are the run's.

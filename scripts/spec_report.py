@@ -1,0 +1,182 @@
+"""The figures of scripts/spec_run.sh runs (issue 29, part 2), as rows for docs/results.md.
+
+    python scripts/spec_report.py /tmp/resnet9-spec-seed0 /tmp/resnet9-spec-seed1 ...
+
+One Markdown row per finished run: its seed, commit, CPU and precision, the max_lr its LR range
+test picked, test top-1 and flip-TTA top-1 (evaluate), and each stage's time, then the mean ±
+std (sample std, n - 1, in percentage points) of both accuracies over the finished runs. An
+unfinished run gets a line saying how far it is and counts in no mean.
+
+A stage's time is read from the run's spec_run.log, whose lines carry the UTC time at which each
+was written (so a stage's time is from its "Running stage" line to the next stage's, or to the
+run's end). A stage that a session's end cut short and the next session resumed counts the time
+up to its last line before the cut, in each session: the epoch that was lost mid-way is not in
+it. The number of sessions a stage spanned is given where it is more than one.
+
+Exit 2, naming the clone and the file or key, if a clone has no spec_run.log or metrics that a
+finished run writes, or if the runs' params differ other than in recipe.seed and data.source:
+their mean would mix recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+STAMPED = re.compile(r"(\d\d):(\d\d):(\d\d) (.*)", re.DOTALL)
+STAGE = re.compile(r"Running stage '([^']+)':")
+VARYING = {("recipe", "seed"), ("data", "source")}  # what may differ between the runs of one recipe
+
+
+class ReportError(Exception):
+    """A clone that is not a spec run, or runs that do not share one recipe."""
+
+
+def stage_times(log: str) -> dict[str, tuple[float, int]]:
+    """Each stage's seconds and the number of sessions it ran in, from a spec_run.log.
+
+    The log holds ``start <ISO time> ...`` when a session starts the run, ``HH:MM:SS <line>``
+    for each line dvc printed (the time the line was complete) and ``end <ISO time> rc N`` when
+    the run ends. A stage runs from its ``Running stage 'name':`` line to the next one, to
+    ``end``, or, when the session's end killed it, to the last line it printed.
+
+    Raises:
+        ReportError: a stamped line before any ``start`` line.
+    """
+    times: dict[str, list[float]] = {}
+    now = open_at = None  # datetimes: the last stamp, and the start of the stage that runs
+    stage = None
+
+    def close(at: dt.datetime) -> None:
+        nonlocal stage
+        if stage is not None:
+            times.setdefault(stage, []).append((at - open_at).total_seconds())
+        stage = None
+
+    for line in log.split("\n"):
+        if line.startswith("start "):
+            close(now)
+            now = dt.datetime.fromisoformat(line.split()[1].replace("Z", "+00:00"))
+        elif line.startswith("end "):
+            close(dt.datetime.fromisoformat(line.split()[1].replace("Z", "+00:00")))
+        elif match := STAMPED.fullmatch(line):
+            if now is None:
+                raise ReportError(f"a line stamped {line[:8]} before any 'start' line")
+            h, m, s = (int(g) for g in match.groups()[:3])
+            stamp = now.replace(hour=h, minute=m, second=s)
+            now = stamp if stamp >= now else stamp + dt.timedelta(days=1)  # past midnight
+            if name := STAGE.search(match[4]):
+                close(now)
+                stage, open_at = name[1], now
+    return {name: (sum(spans), len(spans)) for name, spans in times.items()}
+
+
+def read_json(clone: Path, name: str) -> dict:
+    try:
+        return json.loads((clone / name).read_text())
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{clone / name}: {err}") from None
+
+
+def read_run(clone: Path) -> dict:
+    """One spec run's figures (see the module's docstring); ``finished`` False with ``epochs``
+    done so far for a run under way or stopped."""
+    log_path = clone / "spec_run.log"
+    if not log_path.is_file():
+        raise ReportError(f"{log_path}: no such file (not a scripts/spec_run.sh clone)")
+    log = log_path.read_text(errors="replace")
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    run = {"clone": clone, "params": params, "seed": params["recipe"]["seed"],
+           "finished": bool(re.search(r"^end \S+ rc 0$", log, re.MULTILINE))}
+    if not run["finished"]:
+        history = clone / "plots" / "train_history.csv"
+        rows = list(csv.DictReader(history.open())) if history.exists() else []
+        run["epochs"] = len(rows)
+        run["top1"] = float(rows[-1]["test_acc"]) if rows else None
+        return run
+    provenance = read_json(clone, "metrics/provenance.json")
+    evaluate = read_json(clone, "metrics/evaluate.json")
+    cpu = provenance.get("cpu") or {}
+    return {**run, "commit": provenance["git_commit"][:7],
+            "machine": f"{provenance['device_name']} x {provenance['torch_threads']}, "
+                       f"{cpu.get('simd', '?')}, {provenance['precision']}",
+            "max_lr": read_json(clone, "metrics/lr_find.json")["suggested_max_lr"],
+            "top1": 100 * evaluate["accuracy"], "tta": 100 * evaluate["tta_accuracy"],
+            "stages": stage_times(log)}
+
+
+def check_one_recipe(runs: list[dict]) -> None:
+    """Raises ReportError naming the first key whose value differs between two runs, other
+    than recipe.seed and data.source."""
+    first = runs[0]
+    for run in runs[1:]:
+        for section, values in first["params"].items():
+            for key, value in values.items():
+                other = run["params"].get(section, {}).get(key)
+                if (section, key) not in VARYING and other != value:
+                    raise ReportError(f"{section}.{key}: {value!r} in {first['clone']}, "
+                                      f"{other!r} in {run['clone']}: not one recipe")
+
+
+def seconds(value: float, sessions: int) -> str:
+    return f"{value:,.0f} s" + (f" ({sessions} sessions)" if sessions > 1 else "")
+
+
+def mean_std(values: list[float]) -> str:
+    """``93.50% ± 0.71`` (sample std, percentage points); the mean alone for one value."""
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.2f}%{spread}"
+
+
+def report(runs: list[dict]) -> str:
+    """The Markdown table of the finished runs, the mean ± std line, then one line per
+    unfinished run."""
+    done = [run for run in runs if run["finished"]]
+    lines = []
+    if done:
+        stages = list(dict.fromkeys(name for run in done for name in run["stages"]))
+        lines += ["| seed | commit | CPU, threads, kernels, precision | max_lr | test top-1 | "
+                  "flip-TTA top-1 | " + " | ".join(stages) + " |",
+                  "| --- " * (6 + len(stages)) + "|"]
+        for run in done:
+            cells = [str(run["seed"]), run["commit"], run["machine"], f"{run['max_lr']:.3e}",
+                     f"{run['top1']:.2f}%", f"{run['tta']:.2f}%"]
+            cells += [seconds(*run["stages"][name]) if name in run["stages"] else "skipped"
+                      for name in stages]
+            lines.append("| " + " | ".join(cells) + " |")
+        seeds = ", ".join(str(run["seed"]) for run in done)
+        lines += ["", f"{len(done)} run(s), seeds {seeds}: test top-1 "
+                      f"{mean_std([run['top1'] for run in done])}, flip-TTA top-1 "
+                      f"{mean_std([run['tta'] for run in done])}"]
+    for run in runs:
+        if not run["finished"]:
+            top1 = "" if run["top1"] is None else f", test top-1 {100 * run['top1']:.2f}% so far"
+            lines.append(f"seed {run['seed']} ({run['clone']}): unfinished, "
+                         f"{run['epochs']} of {run['params']['train']['epochs']} epochs{top1}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clones", nargs="+", type=Path, help="scripts/spec_run.sh clones")
+    args = parser.parse_args(argv)
+    try:
+        runs = [read_run(clone) for clone in args.clones]
+        check_one_recipe(runs)
+    except ReportError as err:
+        print(f"spec_report: {err}", file=sys.stderr)
+        return 2
+    print(report(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

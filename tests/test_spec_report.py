@@ -1,0 +1,96 @@
+"""scripts/spec_report.py: each stage's time from a spec run's stamped log (across a session's end
+and past midnight), the rows and the mean ± std of finished runs, and refusals. Synthetic clones;
+tests/test_spec_run.py reports on a real (tiny) run."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import spec_report  # noqa: E402
+
+# Session 1 runs check_params, lr_find and part of train, and is killed at 23:59:50 after its
+# last line; session 2 (the next day) resumes train past midnight and finishes.
+LOG = """\
+start 2026-12-04T22:00:00Z commit abc1234 cpu AMD EPYC x 2
+22:00:01 Running stage 'check_params':
+22:00:02 Updating lock file 'dvc.lock'
+22:00:02 Running stage 'lr_find':
+22:20:02 Running stage 'train':
+22:30:00 train epoch 1/24:\r  50%|     | 1/2 [00:01<00:01]\repoch   1/24: test acc 0.64
+23:59:50 epoch   2/24: test acc 0.77
+start 2026-12-05T23:50:00Z commit abc1234 cpu AMD EPYC x 2
+23:50:01 Running stage 'check_params':
+23:50:02 Running stage 'train':
+00:10:02 epoch  24/24: test acc 0.94
+00:10:05 Running stage 'evaluate':
+00:11:05 Updating lock file 'dvc.lock'
+end 2026-12-06T00:11:10Z rc 0
+"""
+
+
+def test_stage_times_sum_each_session_and_cross_midnight():
+    times = spec_report.stage_times(LOG)
+    assert times == {"check_params": (1 + 1, 2), "lr_find": (20 * 60, 1),
+                     # 22:20:02 -> 23:59:50, then 23:50:02 -> 00:10:05 the next day
+                     "train": (5988 + 1203, 2), "evaluate": (65, 1)}
+
+
+def test_stage_times_refuses_a_stamped_line_before_start():
+    with pytest.raises(spec_report.ReportError, match="before any 'start' line"):
+        spec_report.stage_times("10:00:00 Running stage 'train':\n")
+
+
+def make_clone(path, seed, *, finished=True, top1=0.94, tta=0.945, epochs=24, **params):
+    """A clone as scripts/spec_run.sh leaves it: params.yaml, spec_run.log and the metrics."""
+    (path / "metrics").mkdir(parents=True)
+    (path / "plots").mkdir()
+    settings = {"data": {"source": f"/data/{seed}.npz"}, "recipe": {"seed": seed},
+                "train": {"epochs": epochs, **params}}
+    (path / "params.yaml").write_text(yaml.safe_dump(settings))
+    (path / "plots" / "train_history.csv").write_text(
+        "epoch,test_acc\n1,0.6405\n2,0.7755\n")
+    (path / "spec_run.log").write_text(LOG if finished else LOG.split("start 2026-12-05")[0])
+    if finished:
+        (path / "metrics" / "provenance.json").write_text(json.dumps(
+            {"git_commit": "abc1234def", "device_name": "AMD EPYC", "torch_threads": 2,
+             "precision": "fp32", "cpu": {"simd": "AVX2", "native_bf16": False}}))
+        (path / "metrics" / "lr_find.json").write_text(json.dumps({"suggested_max_lr": 2.632e-3}))
+        (path / "metrics" / "evaluate.json").write_text(
+            json.dumps({"accuracy": top1, "tta_accuracy": tta}))
+    return path
+
+
+def test_report_rows_mean_std_and_an_unfinished_run(tmp_path, capsys):
+    clones = [make_clone(tmp_path / "s0", 0, top1=0.94, tta=0.945),
+              make_clone(tmp_path / "s1", 1, top1=0.93, tta=0.935),
+              make_clone(tmp_path / "s2", 2, finished=False)]
+    assert spec_report.main([str(c) for c in clones]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("| seed | commit | CPU, threads, kernels, precision | max_lr | test top-1 | "
+                      "flip-TTA top-1 | check_params | lr_find | train | evaluate |")
+    assert out[2] == ("| 0 | abc1234 | AMD EPYC x 2, AVX2, fp32 | 2.632e-03 | 94.00% | 94.50% | "
+                      "2 s (2 sessions) | 1,200 s | 7,191 s (2 sessions) | 65 s |")
+    assert out[3].startswith("| 1 | abc1234 |") and "| 93.00% | 93.50% |" in out[3]
+    # sample std of 94 and 93: 0.71 percentage points
+    assert out[5] == ("2 run(s), seeds 0, 1: test top-1 93.50% ± 0.71, "
+                      "flip-TTA top-1 94.00% ± 0.71")
+    assert out[6] == f"seed 2 ({clones[2]}): unfinished, 2 of 24 epochs, test top-1 77.55% so far"
+
+
+def test_report_refuses_runs_of_two_recipes_or_a_clone_without_a_log(tmp_path, capsys):
+    a = make_clone(tmp_path / "a", 0)
+    b = make_clone(tmp_path / "b", 1, epochs=12)
+    assert spec_report.main([str(a), str(b)]) == 2
+    assert f"train.epochs: 24 in {a}, 12 in {b}: not one recipe" in capsys.readouterr().err
+    assert spec_report.main([str(tmp_path)]) == 2
+    assert f"{tmp_path / 'spec_run.log'}: no such file" in capsys.readouterr().err
+    (a / "metrics" / "evaluate.json").unlink()
+    assert spec_report.main([str(a)]) == 2
+    assert "metrics/evaluate.json" in capsys.readouterr().err
