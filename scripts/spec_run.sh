@@ -28,6 +28,13 @@ running_pid() {  # the pid of this clone's run, if it is alive
   [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+# Finished: its last line is written just before its process exits, so this comes first.
+if [[ $(tail -n 1 "$LOG" 2>/dev/null) =~ ^end\ .*\ rc\ 0$ ]]; then
+  echo "spec_run: seed $SEED finished ($DIR); its log's last lines:"
+  tail -n 3 "$LOG"
+  exit 0
+fi
+
 if pid=$(running_pid); then
   echo "spec_run: seed $SEED runs (pid $pid, $DIR); its log's last lines:"
   # a progress bar redraws itself with \r: its time stamp and its latest state
@@ -39,12 +46,6 @@ if pid=$(running_pid); then
               "%.1f h to go at the mean epoch time\n", n, total, 100 * acc, last,
               (total - n) * sum / n / 3600 }' "$DIR/plots/train_history.csv"
   fi
-  exit 0
-fi
-
-if [[ $(tail -n 1 "$LOG" 2>/dev/null) =~ ^end\ .*\ rc\ 0$ ]]; then
-  echo "spec_run: seed $SEED finished ($DIR); its log's last lines:"
-  tail -n 3 "$LOG"
   exit 0
 fi
 
@@ -60,6 +61,26 @@ else
   ACTIVATE=$DIR/.venv/bin/activate
 fi
 [[ -f $SOURCE ]] || { echo "spec_run: SOURCE $SOURCE: no such file" >&2; exit 2; }
+
+# recipe.precision auto trains in bf16 on a CPU with native bf16 and in fp32 elsewhere, so a run
+# resumed on the other kind of CPU would mix precisions: refused. The run's first session
+# recorded its answer (a log from before that field: its CPU flags).
+NATIVE=$("$(dirname "$ACTIVATE")/python" -c \
+  'from resnet9.precision import cpu_native_bf16; print("yes" if cpu_native_bf16() else "no")')
+BEFORE=$(awk '
+  /^start / && match($0, /native bf16 (yes|no)/) { print substr($0, RSTART + 12, RLENGTH - 12)
+                                                     exit }
+  /^start .*bf16-related flags: none of/ { print "no"; exit }
+  /^start .*bf16-related flags:/ { print (/avx512_bf16|amx_bf16/ ? "yes" : "no"); exit }
+  ' "$LOG" 2>/dev/null || true)
+if [[ -n $BEFORE && $BEFORE != "$NATIVE" ]]; then
+  declare -A PRECISION=([yes]=bf16 [no]=fp32)
+  echo "spec_run: seed $SEED started on a CPU with native bf16: $BEFORE" \
+       "(so ${PRECISION[$BEFORE]} under recipe.precision auto); this CPU: $NATIVE" \
+       "(${PRECISION[$NATIVE]}). Resumed here, the run would mix precisions: resume it on a CPU" \
+       "like its first, or start another seed here." >&2
+  exit 2
+fi
 
 # The overrides, written into the clone's params.yaml with its comments kept (ruamel.yaml, from DVC).
 SOURCE=$(realpath "$SOURCE") SEED=$SEED SET=${SET:-} "$(dirname "$ACTIVATE")/python" - <<'PY'
@@ -85,15 +106,18 @@ PY
 echo "spec_run: $( [[ -s $LOG ]] && echo resuming || echo starting ) seed $SEED" \
      "at $(git rev-parse --short HEAD) in $DIR; log: $LOG"
 setsid bash -c '
+  # setsid gave this process its own autogroup: nice 19 on it is what yields the CPU to other
+  # sessions. Written from inside, since from outside it could race setsid and renice the caller.
+  nice=$({ echo 19 > /proc/self/autogroup; } 2>/dev/null && echo 19 || echo "unchanged (refused)")
   stamp() { while IFS= read -r line; do printf "%s %s\n" "$(date -u +%T)" "$line"; done; }
   flags=$(grep -o -w -E "avx512f|avx512_bf16|amx_bf16" /proc/cpuinfo | sort -u | tr "\n" " ")
   echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)" \
-       "cpu $(lscpu | sed -n "s/^Model name: *//p") x $(getconf _NPROCESSORS_ONLN), bf16-related flags: ${flags:-none of avx512f, avx512_bf16, amx_bf16}"
+       "cpu $(lscpu | sed -n "s/^Model name: *//p") x $(getconf _NPROCESSORS_ONLN)," \
+       "native bf16 $2, autogroup nice $nice," \
+       "bf16-related flags: ${flags:-none of avx512f, avx512_bf16, amx_bf16}"
   source "$1"
   dvc repro 2>&1 | stamp
   echo "end $(date -u +%FT%TZ) rc ${PIPESTATUS[0]}"
-' spec_run "$ACTIVATE" >> "$LOG" 2>&1 < /dev/null &
+' spec_run "$ACTIVATE" "$NATIVE" >> "$LOG" 2>&1 < /dev/null &
 echo $! > spec_run.pid
-# setsid gave the run its own autogroup; nice 19 on it is what yields the CPU to other sessions.
-{ echo 19 > "/proc/$!/autogroup"; } 2>/dev/null || echo "spec_run: could not lower its autogroup's priority" >&2
 echo "spec_run: pid $!; the same command shows its progress"

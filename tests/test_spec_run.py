@@ -75,6 +75,8 @@ def project(tmp_path):
 
 def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, cifar_npz):
     clone, log = tmp_path / "clone", tmp_path / "clone" / "spec_run.log"
+    autogroup = Path("/proc/self/autogroup")  # absent on a kernel without autogroup scheduling
+    own_autogroup = autogroup.exists() and autogroup.read_text()
     first = spec_run(project, clone, cifar_npz)
     assert first.returncode == 0, first.stderr
     assert "starting seed 0" in first.stdout and f"log: {log}" in first.stdout
@@ -82,13 +84,18 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     # While it runs, the same command reports and starts nothing (one dvc repro, one pid).
     again = spec_run(project, clone, cifar_npz)
     assert again.returncode == 0 and "seed 0 runs (pid" in again.stdout, again.stdout
+    # It yields the CPU: its own autogroup at nice 19 where that is allowed; the caller's as it was.
+    pid = int((clone / "spec_run.pid").read_text())
+    started = wait_for(log, r"^start .*autogroup nice (19|unchanged)")
+    if "autogroup nice 19," in started:
+        assert Path(f"/proc/{pid}/autogroup").read_text().endswith(" nice 19\n")
+    assert (autogroup.exists() and autogroup.read_text()) == own_autogroup
     # Not finished: adopting it is refused, and nothing here changes.
     early = adopt(project, clone)
     assert early.returncode == 2 and "the run has not finished" in early.stderr, early.stderr
 
     # Killed after its first checkpoint (as a session's end kills it), resumed by the same command.
     wait_for_checkpoint(clone)
-    pid = int((clone / "spec_run.pid").read_text())
     os.killpg(pid, signal.SIGKILL)
     while Path(f"/proc/{pid}").exists():  # until init has reaped it
         time.sleep(0.1)
@@ -97,6 +104,9 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     text = wait_for(log, r"^end .* rc \d+$")
     assert re.search(r"^end .* rc 0$", text, re.MULTILINE), text
     assert "resuming from" in text and "Stage 'lr_find' didn't change, skipping" in text, text
+    # Each session names the CPU and whether it runs bf16 natively (both sessions: the same CPU).
+    assert len(re.findall(r"^start .* native bf16 (yes|no), autogroup nice .*, bf16-related ", text,
+                          re.MULTILINE)) == 2, text
     # Every line of dvc's output carries the time it was printed (progress bars redraw with \r
     # within a line).
     body = [line for line in text.split("\n") if line and not line.startswith(("start ", "end "))]
@@ -153,3 +163,29 @@ def test_spec_run_refuses_a_bad_seed_or_key_and_starts_nothing(project, tmp_path
     bad_key = spec_run(project, tmp_path / "b", cifar_npz, SET="train.epoch=3")
     assert bad_key.returncode != 0 and "train.epoch: no such key in params.yaml" in bad_key.stderr
     assert not (tmp_path / "b" / "spec_run.pid").exists()
+
+
+@pytest.mark.parametrize("first_session", ["native bf16 {other}, bf16-related flags: x",
+                                           "bf16-related flags: {other_flags}"])
+def test_spec_run_refuses_to_resume_on_a_cpu_of_the_other_precision(project, tmp_path, cifar_npz,
+                                                                    first_session):
+    """With recipe.precision auto, a run started on a CPU with native bf16 (bf16) and resumed on
+    one without (fp32), or the other way round, would mix precisions. The first session's line
+    says which (a log from before the "native bf16" field: its CPU flags)."""
+    from resnet9.precision import cpu_native_bf16
+
+    here = cpu_native_bf16()
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(project), str(clone))
+    params_before = (clone / "params.yaml").read_text()
+    other = "no" if here else "yes"
+    other_flags = "none of avx512f, avx512_bf16, amx_bf16" if here else "avx512_bf16 avx512f "
+    (clone / "spec_run.log").write_text(
+        "start 2026-12-05T01:00:00Z commit abc1234 cpu Some CPU x 2, "
+        + first_session.format(other=other, other_flags=other_flags) + "\n")
+    refused = spec_run(project, clone, cifar_npz)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (f"started on a CPU with native bf16: {other} (so {'bf16' if other == 'yes' else 'fp32'}"
+            f" under recipe.precision auto); this CPU: {'yes' if here else 'no'}") in refused.stderr
+    assert not (clone / "spec_run.pid").exists()
+    assert (clone / "params.yaml").read_text() == params_before
