@@ -4,7 +4,8 @@
 # priority, every line of its log stamped with the time (UTC). Hours on a 2-core CPU, so a run
 # outlives the session that starts it only in part: the same command again resumes it (dvc repro
 # skips the finished stages; train goes on from its checkpoint); while it runs, or once it has
-# finished, it says how far it is and starts nothing.
+# finished, it says how far it is (once finished, its scripts/spec_report.py row) and starts
+# nothing. It refuses to resume on a CPU whose native bf16 differs from the run's first one.
 #   bash scripts/spec_run.sh 0          # start, resume, or show progress of seed 0
 #   bash scripts/spec_run.sh 1          # seed 1, in its own clone
 # SPEC_DIR: the clone (default /tmp/resnet9-spec-seed<SEED>); its log: <clone>/spec_run.log.
@@ -32,6 +33,8 @@ running_pid() {  # the pid of this clone's run, if it is alive
 if [[ $(tail -n 1 "$LOG" 2>/dev/null) =~ ^end\ .*\ rc\ 0$ ]]; then
   echo "spec_run: seed $SEED finished ($DIR); its log's last lines:"
   tail -n 3 "$LOG"
+  echo "spec_run: its figures (scripts/spec_report.py):"
+  "${VENV:-$DIR/.venv}/bin/python" "$ROOT/scripts/spec_report.py" "$DIR"
   exit 0
 fi
 

@@ -123,6 +123,7 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
 
     # Its row for docs/results.md: the run's figures, and train in the two sessions it ran in.
     row = sh(project, sys.executable, "scripts/spec_report.py", str(clone)).stdout.splitlines()
+    assert done.stdout.endswith("\n".join(row) + "\n"), done.stdout  # the finished run shows it
     evaluate = json.loads((clone / "metrics/evaluate.json").read_text())
     assert row[2].startswith("| 0 | ") and f"| {100 * evaluate['accuracy']:.2f}% |" in row[2]
     assert re.search(r"\| [\d,]+ s \(2 sessions\) \|", row[2]) and "lr_find" in row[0], row
