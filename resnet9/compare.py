@@ -1,10 +1,10 @@
 """python -m resnet9.compare: many runs, one answer per recipe.
 
 Reads ``dvc exp show --json`` (DVC stays the one record), groups the experiments by their
-params with ``recipe.seed`` left out, and prints for each group (a recipe): the number of runs,
-mean ± std of the test ``accuracy`` and ``tta_accuracy``, the range of the ``max_lr`` the runs
-trained with, and the mean's difference from the committed reference (the metrics of the
-commit the experiments were run from). It names every experiment it leaves out and why:
+params with ``recipe.seed`` and ``data.source`` left out, and prints for each group (a recipe):
+the number of runs, mean ± std of the test ``accuracy`` and ``tta_accuracy``, the range of the
+``max_lr`` the runs trained with, and the mean's difference from the committed reference (the
+metrics of the commit the experiments were run from). It names every experiment it leaves out and why:
 failed, queued or running, without metrics, or evaluated on another dataset size than the
 reference (``--any-data`` keeps those, without a difference). ``--md`` prints Markdown;
 ``--png`` draws every experiment's test accuracy and loss per epoch (``plots/train_history.csv``
