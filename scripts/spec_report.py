@@ -5,7 +5,7 @@
 One Markdown row per finished run: its seed, commit, CPU and precision, the max_lr its LR range
 test picked, test top-1 and flip-TTA top-1 (evaluate), and each stage's time, then the mean ±
 std (sample std, n - 1, in percentage points) of both accuracies over the finished runs. An
-unfinished run gets a line saying how far it is and counts in no mean.
+unfinished run gets a line saying how far its training is and counts in no mean.
 
 A stage's time is read from the run's spec_run.log, whose lines carry the UTC time at which each
 was written (so a stage's time is from its "Running stage" line to the next stage's, or to the
@@ -97,9 +97,14 @@ def read_run(clone: Path) -> dict:
     run = {"clone": clone, "params": params, "seed": params["recipe"]["seed"],
            "finished": bool(re.search(r"^end \S+ rc 0$", log, re.MULTILINE))}
     if not run["finished"]:
+        # The clone's train_history.csv is the committed reference's until this run's train
+        # stage writes its own: it counts only if written since the run's first start.
         history = clone / "plots" / "train_history.csv"
-        rows = list(csv.DictReader(history.open())) if history.exists() else []
-        run["epochs"] = len(rows)
+        first = re.search(r"^start (\S+)", log, re.MULTILINE)
+        ours = first and history.exists() and history.stat().st_mtime > dt.datetime.fromisoformat(
+            first[1].replace("Z", "+00:00")).timestamp()
+        rows = list(csv.DictReader(history.open())) if ours else []
+        run["epoch_seconds"] = [float(row["seconds"]) for row in rows]
         run["top1"] = float(rows[-1]["test_acc"]) if rows else None
         return run
     provenance = read_json(clone, "metrics/provenance.json")
@@ -158,10 +163,22 @@ def report(runs: list[dict]) -> str:
                       f"{mean_std([run['tta'] for run in done])}"]
     for run in runs:
         if not run["finished"]:
-            top1 = "" if run["top1"] is None else f", test top-1 {100 * run['top1']:.2f}% so far"
-            lines.append(f"seed {run['seed']} ({run['clone']}): unfinished, "
-                         f"{run['epochs']} of {run['params']['train']['epochs']} epochs{top1}")
+            lines.append(progress(run))
     return "\n".join(lines)
+
+
+def progress(run: dict) -> str:
+    """How far an unfinished run's train stage is: epochs done, the last one's test top-1 and
+    seconds, and the training time left at the median epoch's seconds (robust to epochs that
+    shared the CPU with other work)."""
+    done, total = len(run["epoch_seconds"]), run["params"]["train"]["epochs"]
+    line = f"seed {run['seed']} ({run['clone']}): unfinished, {done} of {total} epochs"
+    if not done:
+        return line
+    median = statistics.median(run["epoch_seconds"])
+    return (f"{line}, the last at test top-1 {100 * run['top1']:.2f}% in "
+            f"{run['epoch_seconds'][-1]:,.0f} s; about {(total - done) * median / 3600:.1f} h of "
+            f"training to go at the median epoch ({median:,.0f} s)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,13 +42,7 @@ if pid=$(running_pid); then
   echo "spec_run: seed $SEED runs (pid $pid, $DIR); its log's last lines:"
   # a progress bar redraws itself with \r: its time stamp and its latest state
   tail -n 3 "$LOG" | awk -F'\r' '{ print (NF > 1 ? substr($1, 1, 9) $NF : $0) }'
-  if [[ $DIR/plots/train_history.csv -nt $DIR/spec_run.pid ]]; then  # written by this run
-    epochs=$(sed -n 's/.*train: \([0-9]*\) epochs x .*/\1/p' "$LOG" | tail -n 1)
-    awk -F, -v total="${epochs:-0}" '$1 ~ /^[0-9]+$/ { n = $1; sum += $7; acc = $5; last = $7 }
-      END { if (n) printf "spec_run: epoch %d of %d done: test top-1 %.2f%%, %.0f s; about " \
-              "%.1f h to go at the mean epoch time\n", n, total, 100 * acc, last,
-              (total - n) * sum / n / 3600 }' "$DIR/plots/train_history.csv"
-  fi
+  "${VENV:-$DIR/.venv}/bin/python" "$ROOT/scripts/spec_report.py" "$DIR"
   exit 0
 fi
 

@@ -5,6 +5,7 @@ tests/test_spec_run.py reports on a real (tiny) run."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -55,7 +56,7 @@ def make_clone(path, seed, *, finished=True, top1=0.94, tta=0.945, epochs=24, **
                 "train": {"epochs": epochs, **params}}
     (path / "params.yaml").write_text(yaml.safe_dump(settings))
     (path / "plots" / "train_history.csv").write_text(
-        "epoch,test_acc\n1,0.6405\n2,0.7755\n")
+        "epoch,test_acc,seconds\n1,0.6405,1021.3\n2,0.7755,1440.6\n")
     (path / "spec_run.log").write_text(LOG if finished else LOG.split("start 2026-12-05")[0])
     if finished:
         (path / "metrics" / "provenance.json").write_text(json.dumps(
@@ -81,7 +82,13 @@ def test_report_rows_mean_std_and_an_unfinished_run(tmp_path, capsys):
     # sample std of 94 and 93: 0.71 percentage points
     assert out[5] == ("2 run(s), seeds 0, 1: test top-1 93.50% ± 0.71, "
                       "flip-TTA top-1 94.00% ± 0.71")
-    assert out[6] == f"seed 2 ({clones[2]}): unfinished, 2 of 24 epochs, test top-1 77.55% so far"
+    assert out[6] == (f"seed 2 ({clones[2]}): unfinished, 2 of 24 epochs, the last at test top-1 "
+                      "77.55% in 1,441 s; about 7.5 h of training to go at the median epoch "
+                      "(1,231 s)")  # (1,021 + 1,441) / 2 s, 22 more epochs
+    # A train_history.csv from before the run's first start is the committed reference's.
+    os.utime(clones[2] / "plots" / "train_history.csv", (0, 0))
+    assert spec_report.main([str(clones[2])]) == 0
+    assert capsys.readouterr().out == f"seed 2 ({clones[2]}): unfinished, 0 of 24 epochs\n"
 
 
 def test_report_refuses_runs_of_two_recipes_or_a_clone_without_a_log(tmp_path, capsys):

@@ -84,6 +84,7 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     # While it runs, the same command reports and starts nothing (one dvc repro, one pid).
     again = spec_run(project, clone, cifar_npz)
     assert again.returncode == 0 and "seed 0 runs (pid" in again.stdout, again.stdout
+    assert re.search(r"^seed 0 \(.*\): unfinished, \d of 4 epochs", again.stdout, re.M), again.stdout
     # It yields the CPU: its own autogroup at nice 19 where that is allowed; the caller's as it was.
     pid = int((clone / "spec_run.pid").read_text())
     started = wait_for(log, r"^start .*autogroup nice (19|unchanged)")
