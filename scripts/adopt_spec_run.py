@@ -23,7 +23,6 @@ then be clean. Commit dvc.lock, metrics/ and plots/ with git; ``dvc push`` the r
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from adopt_gpu_run import AdoptError, check_model_kept, check_params, declared_outputs, exit_code
+from spec_report import finished, last_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,9 +82,9 @@ def copy_cache(clone: Path) -> int:
 
 def adopt(clone: Path, force: bool) -> None:
     log = clone / "spec_run.log"
-    last = log.read_text().rstrip("\n").rsplit("\n", 1)[-1] if log.is_file() else ""
-    if not re.fullmatch(r"end .* rc 0", last):
-        raise AdoptError(f"{log}: the run has not finished (last line: {last!r})")
+    text = log.read_text() if log.is_file() else ""
+    if not finished(text):
+        raise AdoptError(f"{log}: the run has not finished (last line: {last_line(text)!r})")
     check_params(clone)
     commit = check_code(clone)
     check_model_kept(force)

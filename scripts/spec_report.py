@@ -40,6 +40,17 @@ class ReportError(Exception):
     """A clone that is not a spec run, or runs that do not share one recipe."""
 
 
+def last_line(log: str) -> str:
+    """A spec_run.log's last line: ``end <ISO time> rc 0`` once the run has finished."""
+    return log.rstrip("\n").rsplit("\n", 1)[-1]
+
+
+def finished(log: str) -> bool:
+    """Whether the run of this spec_run.log has finished: its last line is ``end ... rc 0``
+    (``scripts/spec_run.sh`` starts nothing after that)."""
+    return re.fullmatch(r"end \S+ rc 0", last_line(log)) is not None
+
+
 def stage_times(log: str) -> dict[str, tuple[float, int]]:
     """Each stage's seconds and the number of sessions it ran in, from a spec_run.log.
 
@@ -95,7 +106,7 @@ def read_run(clone: Path) -> dict:
     log = log_path.read_text(errors="replace")
     params = yaml.safe_load((clone / "params.yaml").read_text())
     run = {"clone": clone, "params": params, "seed": params["recipe"]["seed"],
-           "finished": bool(re.search(r"^end \S+ rc 0$", log, re.MULTILINE))}
+           "finished": finished(log)}
     if not run["finished"]:
         # The clone's train_history.csv is the committed reference's until this run's train
         # stage writes its own: it counts only if written since the run's first start.
