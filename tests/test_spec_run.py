@@ -128,6 +128,9 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     evaluate = json.loads((clone / "metrics/evaluate.json").read_text())
     assert row[2].startswith("| 0 | ") and f"| {100 * evaluate['accuracy']:.2f}% |" in row[2]
     assert re.search(r"\| [\d,]+ s \(2 sessions\) \|", row[2]) and "lr_find" in row[0], row
+    # OMP_NUM_THREADS reached the stages through setsid and dvc (docs/pipeline.md: two seeds at once)
+    assert json.loads((clone / "metrics/provenance.json").read_text())["torch_threads"] == 1
+    assert " x 1, " in row[2], row
 
     # The finished run becomes the project's reference: the official URL stays in params.yaml,
     # dvc status is clean, and the figures are the run's.
