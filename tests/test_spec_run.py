@@ -84,7 +84,8 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     # While it runs, the same command reports and starts nothing (one dvc repro, one pid).
     again = spec_run(project, clone, cifar_npz)
     assert again.returncode == 0 and "seed 0 runs (pid" in again.stdout, again.stdout
-    assert re.search(r"^seed 0 \(.*\): unfinished, \d of 4 epochs", again.stdout, re.M), again.stdout
+    progress = r"^seed 0 \(.*\): unfinished, \d of 4 epochs"
+    assert re.search(progress, again.stdout, re.MULTILINE), again.stdout
     # It yields the CPU: its own autogroup at nice 19 where that is allowed; the caller's as it was.
     pid = int((clone / "spec_run.pid").read_text())
     started = wait_for(log, r"^start .*autogroup nice (19|unchanged)")
@@ -128,7 +129,7 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     evaluate = json.loads((clone / "metrics/evaluate.json").read_text())
     assert row[2].startswith("| 0 | ") and f"| {100 * evaluate['accuracy']:.2f}% |" in row[2]
     assert re.search(r"\| [\d,]+ s \(2 sessions\) \|", row[2]) and "lr_find" in row[0], row
-    # OMP_NUM_THREADS reached the stages through setsid and dvc (docs/pipeline.md: two seeds at once)
+    # OMP_NUM_THREADS reached the stages through setsid and dvc (docs/pipeline.md, two seeds)
     assert json.loads((clone / "metrics/provenance.json").read_text())["torch_threads"] == 1
     assert " x 1, " in row[2], row
 
