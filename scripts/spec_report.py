@@ -75,9 +75,9 @@ def stage_times(log: str) -> dict[str, tuple[float, int]]:
     for line in log.split("\n"):
         if line.startswith("start "):
             close(now)
-            now = dt.datetime.fromisoformat(line.split()[1].replace("Z", "+00:00"))
+            now = dt.datetime.fromisoformat(line.split()[1])
         elif line.startswith("end "):
-            close(dt.datetime.fromisoformat(line.split()[1].replace("Z", "+00:00")))
+            close(dt.datetime.fromisoformat(line.split()[1]))
         elif match := STAMPED.fullmatch(line):
             if now is None:
                 raise ReportError(f"a line stamped {line[:8]} before any 'start' line")
@@ -98,8 +98,9 @@ def read_json(clone: Path, name: str) -> dict:
 
 
 def read_run(clone: Path) -> dict:
-    """One spec run's figures (see the module's docstring); ``finished`` False with ``epochs``
-    done so far for a run under way or stopped."""
+    """One spec run's figures (see the module's docstring). For a run under way or stopped,
+    ``finished`` is False and it has only the seconds of each epoch done (``epoch_seconds``)
+    and the last one's test top-1 (``top1``, %)."""
     log_path = clone / "spec_run.log"
     if not log_path.is_file():
         raise ReportError(f"{log_path}: no such file (not a scripts/spec_run.sh clone)")
@@ -112,11 +113,11 @@ def read_run(clone: Path) -> dict:
         # stage writes its own: it counts only if written since the run's first start.
         history = clone / "plots" / "train_history.csv"
         first = re.search(r"^start (\S+)", log, re.MULTILINE)
-        ours = first and history.exists() and history.stat().st_mtime > dt.datetime.fromisoformat(
-            first[1].replace("Z", "+00:00")).timestamp()
+        ours = first and history.exists() and (
+            history.stat().st_mtime > dt.datetime.fromisoformat(first[1]).timestamp())
         rows = list(csv.DictReader(history.open())) if ours else []
         run["epoch_seconds"] = [float(row["seconds"]) for row in rows]
-        run["top1"] = float(rows[-1]["test_acc"]) if rows else None
+        run["top1"] = 100 * float(rows[-1]["test_acc"]) if rows else None
         return run
     provenance = read_json(clone, "metrics/provenance.json")
     evaluate = read_json(clone, "metrics/evaluate.json")
@@ -187,7 +188,7 @@ def progress(run: dict) -> str:
     if not done:
         return line
     median = statistics.median(run["epoch_seconds"])
-    return (f"{line}, the last at test top-1 {100 * run['top1']:.2f}% in "
+    return (f"{line}, the last at test top-1 {run['top1']:.2f}% in "
             f"{run['epoch_seconds'][-1]:,.0f} s; about {(total - done) * median / 3600:.1f} h of "
             f"training to go at the median epoch ({median:,.0f} s)")
 
