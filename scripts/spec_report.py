@@ -40,6 +40,11 @@ class ReportError(Exception):
     """A clone that is not a spec run, or runs that do not share one recipe."""
 
 
+def line_time(line: str) -> dt.datetime:
+    """The UTC time of a ``start <ISO time> ...`` or ``end <ISO time> rc N`` line."""
+    return dt.datetime.fromisoformat(line.split()[1])
+
+
 def last_line(log: str) -> str:
     """A spec_run.log's last line: ``end <ISO time> rc 0`` once the run has finished."""
     return log.rstrip("\n").rsplit("\n", 1)[-1]
@@ -75,9 +80,9 @@ def stage_times(log: str) -> dict[str, tuple[float, int]]:
     for line in log.split("\n"):
         if line.startswith("start "):
             close(now)
-            now = dt.datetime.fromisoformat(line.split()[1])
+            now = line_time(line)
         elif line.startswith("end "):
-            close(dt.datetime.fromisoformat(line.split()[1]))
+            close(line_time(line))
         elif match := STAMPED.fullmatch(line):
             if now is None:
                 raise ReportError(f"a line stamped {line[:8]} before any 'start' line")
@@ -112,9 +117,9 @@ def read_run(clone: Path) -> dict:
         # The clone's train_history.csv is the committed reference's until this run's train
         # stage writes its own: it counts only if written since the run's first start.
         history = clone / "plots" / "train_history.csv"
-        first = re.search(r"^start (\S+)", log, re.MULTILINE)
+        first = re.search(r"^start .*", log, re.MULTILINE)
         ours = first and history.exists() and (
-            history.stat().st_mtime > dt.datetime.fromisoformat(first[1]).timestamp())
+            history.stat().st_mtime > line_time(first[0]).timestamp())
         rows = list(csv.DictReader(history.open())) if ours else []
         run["epoch_seconds"] = [float(row["seconds"]) for row in rows]
         run["top1"] = 100 * float(rows[-1]["test_acc"]) if rows else None
