@@ -48,6 +48,8 @@ fi
 
 if [[ ! -d $DIR ]]; then
   git clone -q "$ROOT" "$DIR"
+  # This script's own files, so that the run's provenance says git_dirty false
+  printf '%s\n' install.log spec_run.log spec_run.pid >> "$DIR/.git/info/exclude"
   echo "spec_run: cloned $(git -C "$DIR" rev-parse --short HEAD) into $DIR"
 fi
 cd "$DIR"

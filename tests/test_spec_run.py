@@ -130,7 +130,9 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     assert row[2].startswith("| 0 | ") and f"| {100 * evaluate['accuracy']:.2f}% |" in row[2]
     assert re.search(r"\| [\d,]+ s \(2 sessions\) \|", row[2]) and "lr_find" in row[0], row
     # OMP_NUM_THREADS reached the stages through setsid and dvc (docs/pipeline.md, two seeds)
-    assert json.loads((clone / "metrics/provenance.json").read_text())["torch_threads"] == 1
+    provenance = json.loads((clone / "metrics/provenance.json").read_text())
+    assert provenance["torch_threads"] == 1
+    assert provenance["git_dirty"] is False, provenance["git_dirty_files"]  # its logs excluded
     assert " x 1, " in row[2], row
 
     # The finished run becomes the project's reference: the official URL stays in params.yaml,
