@@ -2,7 +2,8 @@
 
 A checkpoint holds the model, Adam, OneCycleLR, EMA and GradScaler states, every RNG the run
 draws from (torch, NumPy, Python, and the train loader's own: ``rng_state()``), the history so
-far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum).
+far, and a fingerprint of everything that shapes the run (params, max_lr, dataset checksum,
+the precision run: :func:`run_fingerprint`).
 On CPU a resumed run ends bit-identical to an uninterrupted one with the same seed.
 
 Where: ``<project root>/.cache/checkpoints/<fingerprint>.pt`` (:func:`resnet9.paths.in_project`),
@@ -24,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from resnet9 import PipelineError, atomic_io, paths
 from resnet9.engine import EpochStats, FitResult, TrainLoop
@@ -37,6 +39,21 @@ KEEP_ENV = "RESNET9_CHECKPOINT_KEEP"
 def fingerprint(**things: Any) -> str:
     """SHA-256 (64 hex digits) of ``things`` as canonical JSON: what must match for a resume."""
     return hashlib.sha256(json.dumps(things, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_fingerprint(*, model: BaseModel, recipe: BaseModel, train: BaseModel, max_lr: float,
+                    data: str, precision: str) -> str:
+    """:func:`fingerprint` of a training run: its ``model``, ``recipe`` and ``train`` params,
+    ``max_lr`` (learning rate), the dataset's sha256 ``data`` and the precision it runs in
+    (``bf16``, ``fp16`` or ``fp32``), which replaces ``recipe.precision``.
+
+    The precision chosen, not the setting: under ``auto`` a CPU with native bf16 picks bf16 and
+    one without picks fp32, and one run must not switch between them halfway. So an ``auto``
+    run resumes on a CPU of the other kind only with ``recipe.precision`` set to the precision
+    its checkpoint trained in; otherwise it starts over there and its checkpoint is kept.
+    """
+    return fingerprint(model=model, recipe=recipe.model_copy(update={"precision": precision}),
+                       train=train, max_lr=max_lr, data=data)
 
 
 def path_for(fp: str, env: Mapping[str, str] = os.environ) -> Path:
@@ -161,7 +178,8 @@ def resume(path: Path | str, loop: TrainLoop, fp: str) -> tuple[int, FitResult |
     """
     path = Path(path)
     if not path.is_file():
-        return 0, None, f"no checkpoint {path} for these params and data; training from scratch"
+        return 0, None, (f"no checkpoint {path} for these params, data and precision "
+                         f"({loop.precision.name}); training from scratch")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a torn or foreign file is not worth dying for: start over

@@ -100,7 +100,8 @@ class RecipeParams(Section):
     label_smoothing: Annotated[Number, Field(ge=0, lt=1)]
     seed: Annotated[int, Field(ge=0)]
     device: Literal[DEVICES]
-    # auto: bf16 autocast on CUDA capability >= 8.0, fp16 + GradScaler on older GPUs, else fp32
+    # auto: bf16 autocast on CUDA capability >= 8.0 and on CPUs with native bf16 (AVX512-BF16
+    # or AMX), fp16 + GradScaler on older GPUs, else fp32 (resnet9/precision.py)
     precision: Literal[PRECISIONS]
     num_workers: Annotated[int, Field(ge=0, le=64)] | Auto
     pad_mode: Literal["reflect", "zero"]  # padding before the crop
@@ -264,8 +265,9 @@ def validate(path: Path | str = PARAMS_FILE) -> dict[str, Section]:
     """Read ``path`` and validate every known section in it, those a stage reads and the others.
 
     Every stage calls this (through :func:`load`) before any work, so that the first stage a run
-    executes refuses a bad value anywhere in the file: ``dvc exp run -S train.epochs=abc`` stops
-    in lr_find, before the LR range test, not after it.
+    executes refuses a bad value anywhere in the file. In the pipeline that is check_params, the
+    first stage: ``dvc exp run -S train.epochs=abc`` stops there, before DVC deletes any stage's
+    outputs and before the LR range test.
 
     Raises:
         ParamsError: the file is missing or not YAML, or any key of any section is bad.

@@ -267,8 +267,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=params.DEVICES, default="auto",
                    help="auto: CUDA, else MPS, else CPU (default)")
     p.add_argument("--precision", choices=params.PRECISIONS, default="auto",
-                   help="forward pass: auto (default) = bf16 on CUDA capability >= 8.0, fp16 on "
-                        "older GPUs, fp32 elsewhere, as the evaluate stage chooses")
+                   help="forward pass: auto (default) = bf16 on CUDA capability >= 8.0 and on CPUs "
+                        "with native bf16 (AVX512-BF16 or AMX), fp16 on older GPUs, fp32 "
+                        "elsewhere, as the evaluate stage chooses")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--info", action="store_true",
                    help="print the model file's provenance and settings instead of predicting")

@@ -53,8 +53,8 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
 
     loop = engine.build_loop(model_p, recipe_p, train_p, train, test, max_lr=max_lr,
                              generator=generator, device=device, rank=rank, world=world)
-    fp = checkpoint.fingerprint(model=model_p, recipe=recipe_p, train=train_p, max_lr=max_lr,
-                                data=dataset_sha256)
+    fp = checkpoint.run_fingerprint(model=model_p, recipe=recipe_p, train=train_p, max_lr=max_lr,
+                                    data=dataset_sha256, precision=loop.precision.name)
     start, result, saver = resume(loop, fp, every_s=every_s, keep=keep, world=world, log=log)
     progress = live.LiveLog(result) if rank == 0 else None  # after each epoch (resnet9/live.py)
     log(f"train: {train_p.epochs} epochs x {len(loop.train_loader)} steps, batch "

@@ -55,7 +55,7 @@ def test_changed_param_does_not_resume_and_keeps_the_other_checkpoint(tmp_path, 
     doc["train"]["max_lr"] = 0.004
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
     out, err = start_train(work).communicate(timeout=600)
-    assert "for these params and data; training from scratch" in out, out + err
+    assert "for these params, data and precision (fp32); training from scratch" in out, out + err
     assert len(train_history(work)) == 4
     assert checkpoints(work) == first  # the first params' run can still resume
 
@@ -228,6 +228,26 @@ def test_checkpoint_location_follows_dvc_root():
     queued = {"DVC_ROOT": "/home/me/project"}  # what DVC sets, also in .dvc/tmp/exps/ copies
     assert checkpoint.path_for("ab" * 32, queued) == Path(
         "/home/me/project/.cache/checkpoints/abababababababab.pt")
+
+
+def test_a_checkpoint_belongs_to_the_precision_run_not_the_setting():
+    from resnet9 import checkpoint, params
+
+    model_p, recipe_p, train_p = params.load("model", "recipe", "train")
+    def fp(setting, chosen):
+        return checkpoint.run_fingerprint(
+            model=model_p, recipe=recipe_p.model_copy(update={"precision": setting}),
+            train=train_p, max_lr=1e-3, data="ab" * 32, precision=chosen)
+
+    # auto on a CPU without native bf16 resumes with fp32 set by hand, and the other way round
+    assert fp("auto", "fp32") == fp("fp32", "fp32")
+    # auto on a CPU with native bf16 does not resume a run that trained in fp32
+    assert fp("auto", "bf16") != fp("auto", "fp32")
+    assert fp("auto", "bf16") == fp("bf16", "bf16")
+    # every other param still counts
+    assert fp("auto", "fp32") != checkpoint.run_fingerprint(
+        model=model_p, recipe=recipe_p, train=train_p, max_lr=2e-3, data="ab" * 32,
+        precision="fp32")
 
 
 def test_checkpoint_interval_from_the_environment():
