@@ -185,7 +185,7 @@ def resume(path: Path | str, loop: TrainLoop, fp: str) -> tuple[int, FitResult |
     except Exception as err:  # a torn or foreign file is not worth dying for: start over
         return 0, None, f"checkpoint {path} unreadable ({err}); training from scratch"
     if state.get("fingerprint") != fp:
-        return 0, None, f"checkpoint {path} is from other params or data; discarded"
+        return 0, None, f"checkpoint {path} is from other params, data or precision; discarded"
     loop.net.load_state_dict(state["model"])
     loop.optimizer.load_state_dict(state["optimizer"])
     loop.scheduler.load_state_dict(state["scheduler"])
