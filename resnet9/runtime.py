@@ -89,6 +89,17 @@ def select_device(name: str, env: Mapping[str, str] = os.environ) -> torch.devic
     return torch.device("cuda", torch.cuda.current_device())
 
 
+def describe(device: torch.device, world: int = 1) -> str:
+    """Where a stage runs, for its log line: ``cpu, 2 threads``, ``cuda:0``, ``cuda x 4
+    processes``. On a CPU the thread count is torch's (``OMP_NUM_THREADS`` sets it), since a run
+    on one thread takes about twice as long as on two."""
+    where = f"{device} x {world} processes" if world > 1 else str(device)
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        where += f", {threads} thread{'s' if threads != 1 else ''}"
+    return where
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a torch Generator seeded with ``seed`` for loaders."""
     random.seed(seed)

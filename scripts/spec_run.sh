@@ -113,6 +113,7 @@ setsid bash -c '
   echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)" \
        "cpu $(lscpu | sed -n "s/^Model name: *//p") x $(getconf _NPROCESSORS_ONLN)," \
        "native bf16 $2, autogroup nice $nice," \
+       "OMP_NUM_THREADS ${OMP_NUM_THREADS:-unset}, cores $(taskset -cp $$ | sed "s/.*: //")," \
        "bf16-related flags: ${flags:-none of avx512f, avx512_bf16, amx_bf16}"
   source "$1"
   dvc repro 2>&1 | stamp

@@ -20,7 +20,7 @@ def main() -> None:
     train, _ = data.load_dataset()
     clock.lap("data")
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
-          f"({find_p.step_mode}), batch {recipe_p.batch_size}, on {device}, "
+          f"({find_p.step_mode}), batch {recipe_p.batch_size}, on {runtime.describe(device)}, "
           f"{precision.explain(recipe_p.precision, amp)}"
           + (f", the mean of {find_p.repeats} tests" if find_p.repeats > 1 else ""))
     curves = []

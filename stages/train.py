@@ -59,7 +59,7 @@ def run(*, model_p: ModelParams, recipe_p: RecipeParams, train_p: TrainParams,
     progress = live.LiveLog(result) if rank == 0 else None  # after each epoch (resnet9/live.py)
     log(f"train: {train_p.epochs} epochs x {len(loop.train_loader)} steps, batch "
         f"{recipe_p.batch_size}, max_lr {max_lr:.4g}, min_lr {max_lr / train_p.div_factor:.4g}, "
-        f"width {model_p.width_multiplier}, on {device} x {world}, "
+        f"width {model_p.width_multiplier}, on {runtime.describe(device, world)}, "
         f"{precision.explain(recipe_p.precision, loop.precision)}")
     clock.lap("setup")
     t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, torch_threads
 from resnet9 import runtime
 from resnet9.params import ParamsError
 
@@ -26,6 +26,16 @@ def test_unavailable_device_is_a_params_error():
     with pytest.raises(ParamsError, match=r"recipe.device: 'cuda' is not available"):
         runtime.select_device("cuda")
     assert runtime.select_device("auto") == CPU
+
+
+def test_the_log_line_names_the_cpu_threads_and_the_processes():
+    with torch_threads(1):
+        assert runtime.describe(CPU) == "cpu, 1 thread"
+    with torch_threads(2):
+        assert runtime.describe(CPU) == "cpu, 2 threads"
+        assert runtime.describe(CPU, world=4) == "cpu x 4 processes, 2 threads"
+    assert runtime.describe(torch.device("cuda", 1)) == "cuda:1"
+    assert runtime.describe(torch.device("cuda"), world=8) == "cuda x 8 processes"
 
 
 def test_two_claims_get_two_different_gpus_and_a_released_one_is_claimed_again(tmp_path):
