@@ -215,7 +215,8 @@ def test_two_processes_count_each_training_image_once_in_images_per_s(tmp_path):
     work = train_workdir(tmp_path, "ddp_speed", epochs=2, nproc_per_node=2)
     out, err = (proc := start_train(work)).communicate(timeout=900)
     assert proc.returncode == 0, out + err
-    assert "train: 2 epochs x 16 steps, batch 64," in out and " x 2, " in out, out
+    assert "train: 2 epochs x 16 steps, batch 64," in out, out
+    assert "on cpu x 2 processes, 1 thread, " in out, out
     metrics = json.loads((work / paths.TRAIN_METRICS).read_text())
     assert metrics["images_per_s"] == pytest.approx(1024 * 2 / metrics["train_seconds"])
     assert f"({metrics['images_per_s']:.0f} images/s)" in out
