@@ -60,9 +60,12 @@ def stage_times(log: str) -> dict[str, tuple[float, int]]:
     """Each stage's seconds and the number of sessions it ran in, from a spec_run.log.
 
     The log holds ``start <ISO time> ...`` when a session starts the run, ``HH:MM:SS <line>``
-    for each line dvc printed (the time the line was complete) and ``end <ISO time> rc N`` when
-    the run ends. A stage runs from its ``Running stage 'name':`` line to the next one, to
-    ``end``, or, when the session's end killed it, to the last line it printed.
+    for each line dvc printed and ``end <ISO time> rc N`` when the run ends. A line's first stamp
+    is the time it began (a progress bar's redraws, after ``\\r``, carry their own; in a log
+    written before 2026-12-05, the time the line was complete). A stage runs from its
+    ``Running stage 'name':`` line to the next one, to ``end``, or, when the session's end
+    killed it, to the last line it began: the epoch cut short mid-way is not counted, since
+    train's progress bar begins a new line after each epoch's summary.
 
     Raises:
         ReportError: a stamped line before any ``start`` line.

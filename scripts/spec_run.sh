@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A spec run on this machine's CPU (issue 29): the shipped params.yaml at recipe.seed SEED, run by
 # real `dvc repro` in a clone of this checkout's last commit, in the background at the lowest CPU
-# priority, every line of its log stamped with the time (UTC). Hours on a 2-core CPU, so a run
-# outlives the session that starts it only in part: the same command again resumes it (dvc repro
-# skips the finished stages; train goes on from its checkpoint); while it runs, or once it has
-# finished, it says how far it is (once finished, its scripts/spec_report.py row) and starts
-# nothing. It refuses to resume on a CPU whose native bf16 differs from the run's first one.
+# priority, every line of its log and every redraw of a progress bar stamped with the time (UTC)
+# it began. Hours on a 2-core CPU, so a run outlives the session that starts it only in part: the
+# same command again resumes it (dvc repro skips the finished stages; train goes on from its
+# checkpoint); while it runs, or once it has finished, it says how far it is (once finished, its
+# scripts/spec_report.py row) and starts nothing. It refuses to resume on a CPU whose native bf16
+# differs from the run's first one.
 #   bash scripts/spec_run.sh 0          # start, resume, or show progress of seed 0
 #   bash scripts/spec_run.sh 1          # seed 1, in its own clone
 # SPEC_DIR: the clone (default /tmp/resnet9-spec-seed<SEED>); its log: <clone>/spec_run.log.
@@ -40,8 +41,10 @@ fi
 
 if pid=$(running_pid); then
   echo "spec_run: seed $SEED runs (pid $pid, $DIR); its log's last lines:"
-  # a progress bar redraws itself with \r: its time stamp and its latest state
-  tail -n 3 "$LOG" | awk -F'\r' '{ print (NF > 1 ? substr($1, 1, 9) $NF : $0) }'
+  # a progress bar redraws itself with \r: its latest state, with its stamp (a line written
+  # before the redraws were stamped: the line's stamp)
+  tail -n 3 "$LOG" | awk -F'\r' '{ n = NF; while (n > 1 && $n == "") n--
+    print ($n ~ /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9] / ? "" : substr($1, 1, 9)) $n }'
   "${VENV:-$DIR/.venv}/bin/python" "$ROOT/scripts/spec_report.py" "$DIR"
   exit 0
 fi
@@ -102,13 +105,26 @@ rt.dump(params, open("params.yaml", "w"))
 print("spec_run: params.yaml:", ", ".join(f"{k}={v}" for k, v in overrides.items()))
 PY
 
+# A session's end cut the last line short (a progress bar): the next session's lines start anew.
+if [[ -s $LOG && -n $(tail -c 1 "$LOG") ]]; then echo >> "$LOG"; fi
 echo "spec_run: $( [[ -s $LOG ]] && echo resuming || echo starting ) seed $SEED" \
      "at $(git rev-parse --short HEAD) in $DIR; log: $LOG"
 setsid bash -c '
   # setsid gave this process its own autogroup: nice 19 on it is what yields the CPU to other
   # sessions. Written from inside, since from outside it could race setsid and renice the caller.
   nice=$({ echo 19 > /proc/self/autogroup; } 2>/dev/null && echo 19 || echo "unchanged (refused)")
-  stamp() { while IFS= read -r line; do printf "%s %s\n" "$(date -u +%T)" "$line"; done; }
+  # Each line and each redraw of a progress bar (after \r) starts with the UTC time it began,
+  # written as it comes: a bar shows its progress in the log while its line is still open.
+  printf -v nl "\n"; printf -v cr "\r"
+  stamp() {
+    local c new=1
+    while IFS= read -r -d "" -n 1 c; do
+      (( new )) && printf "%s " "$(date -u +%T)"
+      printf "%s" "$c"
+      [[ $c == "$nl" || $c == "$cr" ]] && new=1 || new=0
+    done
+    (( new )) || echo  # so that the end line is a line of its own
+  }
   flags=$(grep -o -w -E "avx512f|avx512_bf16|amx_bf16" /proc/cpuinfo | sort -u | tr "\n" " ")
   echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)" \
        "cpu $(lscpu | sed -n "s/^Model name: *//p") x $(getconf _NPROCESSORS_ONLN)," \

@@ -43,6 +43,18 @@ def test_stage_times_sum_each_session_and_cross_midnight():
                      "train": (5988 + 1203, 2), "evaluate": (65, 1)}
 
 
+def test_stage_times_stop_at_the_start_of_the_epoch_a_session_end_cut_short():
+    """spec_run.sh stamps each redraw of a progress bar too: a session killed mid-epoch counts
+    train up to the bar's line, begun when the last finished epoch's summary was written."""
+    log = ("start 2026-12-05T10:00:00Z commit abc1234 cpu AMD EPYC x 2\n"
+           "10:00:01 Running stage 'train':\n"
+           "10:00:02 \r10:00:02 train epoch 1/24:   0%|\r10:15:00 train epoch 1/24:  4%|"
+           "\r10:15:01 \r10:15:01 epoch   1/24: test acc 0.66\n"
+           "10:15:01 \r10:15:01 train epoch 2/24:  4%|\r10:29:59 train epoch 2/24:  8%|\n"
+           "start 2026-12-05T12:00:00Z commit abc1234 cpu AMD EPYC x 2\n")
+    assert spec_report.stage_times(log) == {"train": (15 * 60, 1)}
+
+
 def test_stage_times_refuses_a_stamped_line_before_start():
     with pytest.raises(spec_report.ReportError, match="before any 'start' line"):
         spec_report.stage_times("10:00:00 Running stage 'train':\n")

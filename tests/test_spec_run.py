@@ -84,6 +84,7 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     # While it runs, the same command reports and starts nothing (one dvc repro, one pid).
     again = spec_run(project, clone, cifar_npz)
     assert again.returncode == 0 and "seed 0 runs (pid" in again.stdout, again.stdout
+    assert "\r" not in again.stdout  # a progress bar's line: its latest redraw only
     progress = r"^seed 0 \(.*\): unfinished, \d of 4 epochs"
     assert re.search(progress, again.stdout, re.MULTILINE), again.stdout
     # It yields the CPU: its own autogroup at nice 19 where that is allowed; the caller's as it was.
@@ -111,10 +112,11 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     assert len(re.findall(r"^start .* native bf16 (yes|no), autogroup nice .*, OMP_NUM_THREADS 1, "
                           r"cores [\d,-]+, bf16-related ", text, re.MULTILINE)) == 2, text
     assert "train: 4 epochs" in text and "on cpu, 1 thread, " in text, text
-    # Every line of dvc's output carries the time it was printed (progress bars redraw with \r
-    # within a line).
+    # Every line of dvc's output carries the time it began, and so does each redraw of a progress
+    # bar (after \r), which the log gets as it is drawn.
     body = [line for line in text.split("\n") if line and not line.startswith(("start ", "end "))]
     assert body and all(re.match(r"\d\d:\d\d:\d\d ", line) for line in body), body[:5]
+    assert re.search(r"\r\d\d:\d\d:\d\d train epoch \d/4: ", text), text
 
     params_text = (clone / "params.yaml").read_text()
     params = yaml.safe_load(params_text)
