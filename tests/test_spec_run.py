@@ -107,8 +107,8 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
     text = wait_for(log, r"^end .* rc \d+$")
     assert re.search(r"^end .* rc 0$", text, re.MULTILINE), text
     assert "resuming from" in text and "Stage 'lr_find' didn't change, skipping" in text, text
-    # Each session names the CPU and whether it runs bf16 natively (both sessions: the same CPU).
-    # and the threads and cores it was given (spec_run passes OMP_NUM_THREADS=1, any core).
+    # Each session names the CPU, whether it runs bf16 natively (both sessions: the same CPU), and
+    # the threads and cores it was given (here OMP_NUM_THREADS=1, on any core); train names them.
     assert len(re.findall(r"^start .* native bf16 (yes|no), autogroup nice .*, OMP_NUM_THREADS 1, "
                           r"cores [\d,-]+, bf16-related ", text, re.MULTILINE)) == 2, text
     assert "train: 4 epochs" in text and "on cpu, 1 thread, " in text, text
