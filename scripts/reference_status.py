@@ -10,7 +10,7 @@ normal on a fresh clone, which has no DVC remote to pull from). Exit status 0 wh
 dependency or param changed (the reference is current; missing outputs alone are fine), 1 when
 one did (rerun the stages it names, or, where scripts/same_short_run.sh shows identical outputs,
 record the change with `dvc commit`: docs/pipeline.md, "The committed reference"), 2 when dvc
-fails.
+is not on PATH or fails.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import sys
 def changes(status: dict) -> dict[str, dict[str, list[str]]]:
     """``dvc status --json`` -> per stage: ``deps`` (changed dependency paths, with how),
     ``params`` (changed params, ``file: key``), ``outs`` (outputs whose bytes differ from
-    dvc.lock's) and ``missing`` (outputs absent, or not in the cache). A dependency that is another stage's missing output counts as missing, not as a
-    change."""
+    dvc.lock's) and ``missing`` (outputs absent, or not in the cache). A dependency that is
+    another stage's missing output counts as missing, not as a change."""
     outputs = {path for entries in status.values() for e in entries if isinstance(e, dict)
                for path in (e.get("changed outs") or {})}
     found = {}
@@ -49,7 +49,12 @@ def changes(status: dict) -> dict[str, dict[str, list[str]]]:
 
 
 def main() -> int:
-    proc = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
+    try:
+        proc = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
+    except FileNotFoundError:
+        print("reference_status: error: dvc not found on PATH: activate .venv "
+              "(source .venv/bin/activate) or run `make reference-status`", file=sys.stderr)
+        return 2
     if proc.returncode != 0:
         print(f"reference_status: error: dvc status failed: {proc.stderr.strip()}", file=sys.stderr)
         return 2

@@ -41,3 +41,10 @@ def test_changed_code_params_and_outputs_are_named_per_stage():
                               "params": ["params.yaml: train.epochs (modified)"],
                               "outs": ["metrics/train.json (modified)"], "missing": []}
     assert found["lr_find"]["params"] == ["params.yaml: lr_find (modified)"]
+
+
+def test_without_dvc_on_path_it_says_so_and_exits_2(monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert module().main() == 2
+    err = capsys.readouterr().err
+    assert "dvc not found on PATH" in err and "make reference-status" in err
