@@ -91,6 +91,12 @@ def check_params(run_dir: Path) -> None:
         raise AdoptError(f"{run_dir.name}/params.yaml differs from params.yaml: " + "; ".join(differ))
 
 
+def require_dvc() -> None:
+    """Raises AdoptError when no ``dvc`` is on PATH (checked first: the last steps need it)."""
+    if shutil.which("dvc") is None:
+        raise AdoptError("dvc not found on PATH: activate .venv (source .venv/bin/activate)")
+
+
 def check_model_kept(force: bool) -> None:
     if (ROOT / MODEL).exists() and not force:
         raise AdoptError(f"{MODEL} exists; it would be replaced (--force to replace it)")
@@ -109,6 +115,7 @@ def make_dataset(npz: Path, dest: Path) -> None:
 
 
 def adopt(files_at: Path, run: str, npz: Path, force: bool) -> None:
+    require_dvc()
     check_model_kept(force)
     model = ROOT / MODEL
     with tempfile.TemporaryDirectory() as scratch:

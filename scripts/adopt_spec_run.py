@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from adopt_gpu_run import AdoptError, check_model_kept, check_params, declared_outputs, exit_code
+from adopt_gpu_run import (AdoptError, check_model_kept, check_params, declared_outputs, exit_code,
+                           require_dvc)
 from spec_report import finished, last_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,7 @@ def copy_cache(clone: Path) -> int:
 
 
 def adopt(clone: Path, force: bool) -> None:
+    require_dvc()
     log = clone / "spec_run.log"
     text = log.read_text() if log.is_file() else ""
     if not finished(text):

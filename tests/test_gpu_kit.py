@@ -54,8 +54,9 @@ def adopt_module():
     return module
 
 
-def adopt(repo: Path, files_at: Path, *args: str) -> subprocess.CompletedProcess:
-    return sh(repo, sys.executable, "scripts/adopt_gpu_run.py", str(files_at), *args, check=False)
+def adopt(repo: Path, files_at: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return sh(repo, sys.executable, "scripts/adopt_gpu_run.py", str(files_at), *args, check=False,
+              **env)
 
 
 @pytest.mark.slow
@@ -145,3 +146,15 @@ def test_adopt_refuses_a_damaged_model_file(tmp_path):
     assert "a part is missing or damaged" in proc.stderr
     assert not (repo / "data" / "model.pt").exists()
     assert not (repo / "metrics" / "train.json").exists()  # nothing copied before the checks
+
+
+def test_adopt_without_dvc_on_path_says_so_and_changes_nothing(tmp_path):
+    repo = copy_project(tmp_path / "repo")
+    shutil.copytree(ROOT / "scripts", repo / "scripts")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    fake_results(tmp_path / "files", params, b"x", "0" * 64)
+    # python by its path, as a user who has not activated .venv runs it
+    proc = adopt(repo, tmp_path / "files", PATH="/usr/bin:/bin")
+    assert proc.returncode == 2
+    assert "dvc not found on PATH" in proc.stderr, proc.stderr
+    assert not (repo / "data" / "model.pt").exists()
