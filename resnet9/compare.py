@@ -4,9 +4,9 @@ Reads ``dvc exp show --json`` (DVC stays the one record), groups the experiments
 params with ``recipe.seed`` and ``data.source`` left out, and prints for each group (a recipe):
 the number of runs, mean ± std of the test ``accuracy`` and ``tta_accuracy``, the range of the
 ``max_lr`` the runs trained with, and the mean's difference from the committed reference (the
-metrics of the commit the experiments were run from). It names every experiment it leaves out and why:
-failed, queued or running, without metrics, or evaluated on another dataset size than the
-reference (``--any-data`` keeps those, without a difference). ``--md`` prints Markdown;
+metrics of the commit the experiments were run from). It names every experiment it leaves out
+and why: failed, queued or running, without metrics, or evaluated on another dataset size than
+the reference (``--any-data`` keeps those, without a difference). ``--md`` prints Markdown;
 ``--png`` draws every experiment's test accuracy and loss per epoch (``plots/train_history.csv``
 as each experiment committed it) and, per group, the mean with a band of ± one std.
 
@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
-from resnet9 import paths
+from resnet9 import dvc_cli, paths
 
 # Left out of a recipe's identity: the seed (what varies within a group) and the data source
 # (the same images from any source give the same dataset: stages/download.py).
@@ -124,15 +124,11 @@ def exp_show(args: Sequence[str] = (), cwd: Path | str = ".") -> list[dict]:
         CompareError: dvc is missing or fails, or prints no JSON.
     """
     try:
-        proc = subprocess.run(["dvc", "exp", "show", "--json", *args], cwd=cwd,
-                              capture_output=True, text=True)
-    except FileNotFoundError:
-        raise CompareError("dvc not found: activate .venv or run `make install`") from None
-    if proc.returncode != 0:
-        raise CompareError(f"dvc exp show failed ({proc.returncode}): "
-                           f"{proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}")
+        out = dvc_cli.run("exp", "show", "--json", *args, cwd=cwd)
+    except dvc_cli.DvcError as err:
+        raise CompareError(str(err)) from None
     try:
-        return json.loads(proc.stdout or "[]")
+        return json.loads(out or "[]")
     except json.JSONDecodeError as err:
         raise CompareError(f"dvc exp show printed no JSON ({err})") from None
 

@@ -37,6 +37,9 @@ from typing import Callable
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from resnet9 import dvc_cli  # noqa: E402
+
 COMMITTED = ("download", "lr_find", "train", "evaluate")  # the stages the GPU run ran
 MODEL = "data/model.pt"
 
@@ -83,18 +86,12 @@ def check_params(run_dir: Path) -> None:
     theirs = yaml.safe_load((run_dir / "params.yaml").read_text())
     for p in (ours, theirs):
         p["data"].pop("source", None)
-    differ = sorted(f"{s}.{k}: run {theirs.get(s, {}).get(k)!r}, params.yaml {ours.get(s, {}).get(k)!r}"
-                    for s in set(ours) | set(theirs)
-                    for k in set(ours.get(s, {})) | set(theirs.get(s, {}))
-                    if ours.get(s, {}).get(k) != theirs.get(s, {}).get(k))
+    keys = sorted({(s, k) for p in (ours, theirs) for s in p for k in p[s]})
+    differ = [f"{s}.{k}: run {theirs.get(s, {}).get(k)!r}, params.yaml {ours.get(s, {}).get(k)!r}"
+              for s, k in keys if theirs.get(s, {}).get(k) != ours.get(s, {}).get(k)]
     if differ:
-        raise AdoptError(f"{run_dir.name}/params.yaml differs from params.yaml: " + "; ".join(differ))
-
-
-def require_dvc() -> None:
-    """Raises AdoptError when no ``dvc`` is on PATH (checked first: the last steps need it)."""
-    if shutil.which("dvc") is None:
-        raise AdoptError("dvc not found on PATH: activate .venv (source .venv/bin/activate)")
+        raise AdoptError(f"{run_dir.name}/params.yaml differs from params.yaml: "
+                         + "; ".join(differ))
 
 
 def check_model_kept(force: bool) -> None:
@@ -109,13 +106,14 @@ def make_dataset(npz: Path, dest: Path) -> None:
         p = yaml.safe_load((ROOT / "params.yaml").read_text())
         p["data"]["source"] = str(npz.resolve())
         (Path(scratch) / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-        env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**os.environ,
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         subprocess.run([sys.executable, "-m", "stages.download"], cwd=scratch, env=env, check=True)
         shutil.move(Path(scratch) / "data" / "cifar10", dest)
 
 
 def adopt(files_at: Path, run: str, npz: Path, force: bool) -> None:
-    require_dvc()
+    dvc_cli.require()  # first: the last steps need dvc, after the workspace has changed
     check_model_kept(force)
     model = ROOT / MODEL
     with tempfile.TemporaryDirectory() as scratch:
@@ -174,7 +172,7 @@ def exit_code(adopt_call: Callable[[], None]) -> int:
     """Run ``adopt_call``: 0, or 2 with the failed check's message on stderr."""
     try:
         adopt_call()
-    except AdoptError as err:
+    except (AdoptError, dvc_cli.DvcError) as err:
         print(f"adopt: {err}", file=sys.stderr)
         return 2
     return 0

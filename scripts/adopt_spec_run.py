@@ -30,18 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from adopt_gpu_run import (AdoptError, check_model_kept, check_params, declared_outputs, exit_code,
-                           require_dvc)
+from adopt_gpu_run import AdoptError, check_model_kept, check_params, declared_outputs, exit_code
 from spec_report import finished, last_line
 
+from resnet9 import dvc_cli  # importable: adopt_gpu_run put the repository root on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def dvc(cwd: Path, *args: str) -> str:
-    proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise AdoptError(f"dvc {' '.join(args)} in {cwd} failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
 
 
 def stage_deps() -> list[str]:
@@ -70,7 +64,7 @@ def check_code(clone: Path) -> str:
 
 def copy_cache(clone: Path) -> int:
     """The clone's cache objects that this cache lacks; returns how many were copied."""
-    src, dst = (Path(dvc(d, "cache", "dir").strip()) for d in (clone, ROOT))
+    src, dst = (Path(dvc_cli.run("cache", "dir", cwd=d).strip()) for d in (clone, ROOT))
     copied = 0
     for obj in (p for p in src.rglob("*") if p.is_file()):
         target = dst / obj.relative_to(src)
@@ -82,7 +76,7 @@ def copy_cache(clone: Path) -> int:
 
 
 def adopt(clone: Path, force: bool) -> None:
-    require_dvc()
+    dvc_cli.require()
     log = clone / "spec_run.log"
     text = log.read_text() if log.is_file() else ""
     if not finished(text):
@@ -92,9 +86,9 @@ def adopt(clone: Path, force: bool) -> None:
     check_model_kept(force)
 
     shutil.copyfile(ROOT / "params.yaml", clone / "params.yaml")  # data.source: the official URL
-    dvc(clone, "repro", "check_params")
-    dvc(clone, "commit", "--force", "download")
-    status = dvc(clone, "status")
+    dvc_cli.run("repro", "check_params", cwd=clone)
+    dvc_cli.run("commit", "--force", "download", cwd=clone)
+    status = dvc_cli.run("status", cwd=clone)
     if "up to date" not in status:
         raise AdoptError(f"{clone}: dvc status is not clean after the commit:\n{status}")
 
@@ -106,7 +100,7 @@ def adopt(clone: Path, force: bool) -> None:
             shutil.rmtree(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
-    print(dvc(ROOT, "status"), end="")
+    print(dvc_cli.run("status", cwd=ROOT), end="")
     print(f"adopt: the run of {commit} is the reference here. Next: git add dvc.lock metrics "
           "plots && git commit, then dvc push")
 

@@ -7,9 +7,9 @@ the local images the Markdown links to):
     python scripts/pr_report.py --base origin/main > report.md
 
 The report holds `dvc metrics diff <base> --md` (every metric of evaluate, train and lr_find, old
-and new), `dvc params diff <base> --md` (the params that differ) and the run's figures as image links relative to the
-repository root (plots/*.png, where the analyze stage writes them). Exit status 1, with one
-line on stderr, when a dvc command fails.
+and new), `dvc params diff <base> --md` (the params that differ) and the run's figures as image
+links relative to the repository root (plots/*.png, where the analyze stage writes them). Exit
+status 1, with one line on stderr, when dvc is missing or a dvc command fails.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from resnet9 import dvc_cli  # noqa: E402
 from resnet9.paths import (EVALUATE_METRICS, FIGURES, LR_FIND_METRICS,  # noqa: E402
                            LR_FIND_PNG, TRAIN_METRICS)
 
@@ -33,30 +34,18 @@ SHOWN = {FIGURES["training_curves"]: "Loss and top-1 accuracy per epoch",
          LR_FIND_PNG: "LR range test"}
 
 
-def dvc(*args: str, cwd: Path | str) -> str:
-    """stdout of ``dvc <args>``.
+def report(base: str, cwd: Path | str = ".") -> str:
+    """The Markdown report of the workspace in ``cwd`` against revision ``base``.
 
     Raises:
-        RuntimeError: dvc is missing or exits non-zero (its last stderr line in the message).
+        DvcError: dvc is missing or a dvc command fails.
     """
-    try:
-        proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise RuntimeError("dvc not found: activate .venv or run `make install`") from None
-    if proc.returncode != 0:
-        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
-        raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}): {last}")
-    return proc.stdout.strip()
-
-
-def report(base: str, cwd: Path | str = ".") -> str:
-    """The Markdown report of the workspace in ``cwd`` against revision ``base``."""
     cwd = Path(cwd)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd,
                             capture_output=True, text=True).stdout.strip() or "?"
-    metrics = dvc("metrics", "diff", base, "--all", "--md", "--precision", "6", "--targets",
-                  *(str(p) for p in REPORTED), cwd=cwd)
-    params = dvc("params", "diff", base, "--md", cwd=cwd)
+    metrics = dvc_cli.run("metrics", "diff", base, "--all", "--md", "--precision", "6",
+                          "--targets", *(str(p) for p in REPORTED), cwd=cwd).strip()
+    params = dvc_cli.run("params", "diff", base, "--md", cwd=cwd).strip()
     parts = [f"## ResNet-9: this change ({commit}) against `{base}`", "",
              "### Metrics (`dvc metrics diff`)", "", metrics or "No metrics found.", "",
              "### Params (`dvc params diff`)", "", params or "No params changed.", ""]
@@ -74,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         sys.stdout.write(report(args.base))
-    except RuntimeError as err:
+    except dvc_cli.DvcError as err:
         print(f"pr_report: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -16,8 +16,11 @@ is not on PATH or fails.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from resnet9 import dvc_cli  # noqa: E402
 
 
 def changes(status: dict) -> dict[str, dict[str, list[str]]]:
@@ -50,15 +53,10 @@ def changes(status: dict) -> dict[str, dict[str, list[str]]]:
 
 def main() -> int:
     try:
-        proc = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
-    except FileNotFoundError:
-        print("reference_status: error: dvc not found on PATH: activate .venv "
-              "(source .venv/bin/activate) or run `make reference-status`", file=sys.stderr)
+        found = changes(json.loads(dvc_cli.run("status", "--json") or "{}"))
+    except dvc_cli.DvcError as err:
+        print(f"reference_status: error: {err}", file=sys.stderr)
         return 2
-    if proc.returncode != 0:
-        print(f"reference_status: error: dvc status failed: {proc.stderr.strip()}", file=sys.stderr)
-        return 2
-    found = changes(json.loads(proc.stdout or "{}"))
     stale = {s: c for s, c in found.items() if c["deps"] or c["params"] or c["outs"]}
     for stage, c in found.items():
         if c["deps"]:

@@ -47,4 +47,5 @@ def test_without_dvc_on_path_it_says_so_and_exits_2(monkeypatch, capsys):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert module().main() == 2
     err = capsys.readouterr().err
-    assert "dvc not found on PATH" in err and "make reference-status" in err
+    assert err.startswith("reference_status: error: dvc not found on PATH")
+    assert "source .venv/bin/activate" in err and "Traceback" not in err
