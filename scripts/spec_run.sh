@@ -3,8 +3,9 @@
 # real `dvc repro` in a clone of this checkout's last commit, in the background at the lowest CPU
 # priority, every line of its log and every redraw of a progress bar stamped with the time (UTC)
 # it began. Hours on a 2-core CPU, so a run outlives the session that starts it only in part: the
-# same command again resumes it (dvc repro skips the finished stages; train goes on from its
-# checkpoint); while it runs, or once it has finished, it says how far it is (once finished, its
+# same command again resumes it on the same machine (dvc repro skips the finished stages; train
+# goes on from its checkpoint; a new machine keeps no /tmp, so there the run starts over); while
+# it runs, or once it has finished, it says how far it is (once finished, its
 # scripts/spec_report.py row) and starts nothing. It refuses to resume on a CPU whose native bf16
 # differs from the run's first one.
 #   bash scripts/spec_run.sh 0          # start, resume, or show progress of seed 0

@@ -113,3 +113,53 @@ def test_report_refuses_runs_of_two_recipes_or_a_clone_without_a_log(tmp_path, c
     (a / "metrics" / "evaluate.json").unlink()
     assert spec_report.main([str(a)]) == 2
     assert "metrics/evaluate.json" in capsys.readouterr().err
+
+
+def make_reference(path, seed=0, top1=0.9336, **train):
+    """A checkout whose metrics/ and plots/ are a finished run's, with no spec_run.log: the
+    committed reference after scripts/adopt_spec_run.py, its clone gone."""
+    clone = make_clone(path, seed, top1=top1)
+    (clone / "spec_run.log").unlink()
+    provenance = json.loads((clone / "metrics" / "provenance.json").read_text())
+    provenance["params"] = {"data": {"source": "/elsewhere/cifar10.npz"}, "recipe": {"seed": seed},
+                            "train": {"epochs": 24, **train}}
+    (clone / "metrics" / "provenance.json").write_text(json.dumps(provenance))
+    # the checkout's params.yaml is main's, not necessarily the run's: provenance counts
+    (clone / "params.yaml").write_text(yaml.safe_dump({"train": {"epochs": 99}}))
+    return clone
+
+
+def test_the_committed_reference_is_a_finished_run_without_stage_times(tmp_path, capsys):
+    reference = make_reference(tmp_path / "main")
+    clone = make_clone(tmp_path / "s1", 1, top1=0.9300, tta=0.9350)
+    assert spec_report.main([str(reference), str(clone)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == ("| 0 | abc1234 | AMD EPYC x 2, AVX2, fp32 | 2.632e-03 | 93.36% | 94.50% | "
+                      "not recorded | not recorded | not recorded | not recorded |")
+    assert out[3].startswith("| 1 | abc1234 |") and out[3].endswith("| 65 s |")
+    assert out[5].startswith("2 run(s), seeds 0, 1: test top-1 93.18% ± 0.25,")
+
+    other = make_reference(tmp_path / "other", peak_epoch=3)
+    assert spec_report.main([str(clone), str(other)]) == 2
+    assert f"train.peak_epoch: None in {clone}, 3 in {other}" in capsys.readouterr().err
+    assert spec_report.main([str(tmp_path)]) == 2
+    assert "neither a scripts/spec_run.sh clone nor a finished run's checkout" in (
+        capsys.readouterr().err)
+
+
+def test_epochs_prints_each_runs_top1_and_seconds_blank_where_it_has_not_got_to(tmp_path,
+                                                                                  capsys):
+    reference = make_reference(tmp_path / "main")
+    (reference / "plots" / "train_history.csv").write_text(
+        "epoch,test_acc,seconds\n1,0.6405,1021.3\n2,0.7755,1440.6\n3,0.8299,1582.0\n")
+    under_way = make_clone(tmp_path / "s1", 1, finished=False)
+    assert spec_report.main(["--epochs", str(reference), str(under_way)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "| epoch | seed 0: test top-1 | seconds | seed 1: test top-1 | seconds |",
+        "| --- | --- | --- | --- | --- |",
+        "| 1 | 64.05% | 1,021 | 64.05% | 1,021 |",
+        "| 2 | 77.55% | 1,441 | 77.55% | 1,441 |",
+        "| 3 | 82.99% | 1,582 |  |  |"]
+    (reference / "plots" / "train_history.csv").write_text("epoch,seconds\n1,1021.3\n")
+    assert spec_report.main(["--epochs", str(reference)]) == 2
+    assert "train_history.csv: KeyError('test_acc')" in capsys.readouterr().err
