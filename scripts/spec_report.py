@@ -125,11 +125,13 @@ def read_history(path: Path) -> list[dict]:
 
 
 def read_outputs(folder: Path) -> dict:
-    """A finished run's figures from its metrics/ and plots/ (see the module's docstring)."""
+    """A finished run's figures from its metrics/ and plots/ (see the module's docstring), and
+    the params its provenance recorded (``recorded_params``; None in a provenance without them)."""
     provenance = read_json(folder, "metrics/provenance.json")
     evaluate = read_json(folder, "metrics/evaluate.json")
     cpu = provenance.get("cpu") or {}
-    return {"finished": True, "commit": provenance["git_commit"][:7],
+    return {"finished": True, "recorded_params": provenance.get("params"),
+            "commit": provenance["git_commit"][:7],
             "machine": f"{provenance['device_name']} x {provenance['torch_threads']}, "
                        f"{cpu.get('simd', '?')}, {provenance['precision']}",
             "max_lr": read_json(folder, "metrics/lr_find.json")["suggested_max_lr"],
@@ -147,7 +149,8 @@ def read_run(clone: Path) -> dict:
             raise ReportError(f"{log_path}: no such file, nor metrics/provenance.json (neither a "
                               "scripts/spec_run.sh clone nor a finished run's checkout)")
         run = read_outputs(clone)
-        params = read_json(clone, "metrics/provenance.json")["params"]
+        if not (params := run["recorded_params"]):
+            raise ReportError(f"{clone / 'metrics/provenance.json'}: no params recorded")
         return {**run, "clone": clone, "params": params, "seed": params["recipe"]["seed"],
                 "stages": {}}
     log = log_path.read_text(errors="replace")

@@ -145,6 +145,11 @@ def test_the_committed_reference_is_a_finished_run_without_stage_times(tmp_path,
     assert spec_report.main([str(tmp_path)]) == 2
     assert "neither a scripts/spec_run.sh clone nor a finished run's checkout" in (
         capsys.readouterr().err)
+    provenance = json.loads((other / "metrics" / "provenance.json").read_text())
+    del provenance["params"]
+    (other / "metrics" / "provenance.json").write_text(json.dumps(provenance))
+    assert spec_report.main([str(other)]) == 2
+    assert "metrics/provenance.json: no params recorded" in capsys.readouterr().err
 
 
 def test_epochs_prints_each_runs_top1_and_seconds_blank_where_it_has_not_got_to(tmp_path,
