@@ -124,14 +124,12 @@ def read_history(path: Path) -> list[dict]:
         raise ReportError(f"{path}: {err!r}") from None
 
 
-def read_outputs(folder: Path) -> dict:
-    """A finished run's figures from its metrics/ and plots/ (see the module's docstring), and
-    the params its provenance recorded (``recorded_params``; None in a provenance without them)."""
-    provenance = read_json(folder, "metrics/provenance.json")
+def read_outputs(folder: Path, provenance: dict) -> dict:
+    """A finished run's figures from its metrics/ and plots/ (see the module's docstring);
+    ``provenance`` is its metrics/provenance.json, read by the caller."""
     evaluate = read_json(folder, "metrics/evaluate.json")
     cpu = provenance.get("cpu") or {}
-    return {"finished": True, "recorded_params": provenance.get("params"),
-            "commit": provenance["git_commit"][:7],
+    return {"finished": True, "commit": provenance["git_commit"][:7],
             "machine": f"{provenance['device_name']} x {provenance['torch_threads']}, "
                        f"{cpu.get('simd', '?')}, {provenance['precision']}",
             "max_lr": read_json(folder, "metrics/lr_find.json")["suggested_max_lr"],
@@ -148,11 +146,11 @@ def read_run(clone: Path) -> dict:
         if not (clone / "metrics" / "provenance.json").is_file():
             raise ReportError(f"{log_path}: no such file, nor metrics/provenance.json (neither a "
                               "scripts/spec_run.sh clone nor a finished run's checkout)")
-        run = read_outputs(clone)
-        if not (params := run["recorded_params"]):
+        provenance = read_json(clone, "metrics/provenance.json")
+        if not (params := provenance.get("params")):
             raise ReportError(f"{clone / 'metrics/provenance.json'}: no params recorded")
-        return {**run, "clone": clone, "params": params, "seed": params["recipe"]["seed"],
-                "stages": {}}
+        return {**read_outputs(clone, provenance), "clone": clone, "params": params,
+                "seed": params["recipe"]["seed"], "stages": {}}
     log = log_path.read_text(errors="replace")
     params = yaml.safe_load((clone / "params.yaml").read_text())
     run = {"clone": clone, "params": params, "seed": params["recipe"]["seed"]}
@@ -166,7 +164,8 @@ def read_run(clone: Path) -> dict:
         rows = read_history(history) if ours else []
         return {**run, "finished": False, "history": rows,
                 "top1": 100 * rows[-1]["test_acc"] if rows else None}
-    return {**run, **read_outputs(clone), "stages": stage_times(log)}
+    return {**run, **read_outputs(clone, read_json(clone, "metrics/provenance.json")),
+            "stages": stage_times(log)}
 
 
 def check_one_recipe(runs: list[dict]) -> None:
