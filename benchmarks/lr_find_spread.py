@@ -103,15 +103,18 @@ def record(args: argparse.Namespace) -> None:
         pd.DataFrame({"lr": lrs, "loss": losses}).to_csv(path, index=False)
         index = out / "runs.csv"
         new = not index.exists()
+        if not new and "precision" not in pd.read_csv(index, nrows=0).columns:
+            raise SystemExit(f"{index}: no precision column (recorded before it was added); "
+                             f"record into a new --name")
         with open(index, "a", newline="") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(["seed", "start_lr", "end_lr", "num_iter", "steps_run", "seconds",
-                            "width", "batch_size", "train_images", "device", "cpu", "cores",
-                            "torch"])
+                            "width", "batch_size", "train_images", "device", "precision",
+                            "cpu", "cores", "torch"])
             w.writerow([seed, args.start_lr, args.end_lr, args.num_iter, len(lrs),
                         f"{seconds:.1f}", model_p.width_multiplier, r.batch_size, len(train),
-                        device.type, cpu_name(), len(os.sched_getaffinity(0)),
+                        device.type, amp.name, cpu_name(), len(os.sched_getaffinity(0)),
                         torch.__version__])
         print(f"{args.name} seed {seed}: {len(lrs)} steps in {seconds:.0f} s -> {path}",
               flush=True)
@@ -178,7 +181,7 @@ def analyze(args: argparse.Namespace) -> None:
     for folder in sorted(p for p in RESULTS.iterdir() if (p / "runs.csv").exists()):
         runs, curves = load_setting(folder)
         lo, hi = runs.start_lr.iloc[0], runs.end_lr.iloc[0]
-        name = f"{folder.name} ({lo:g} to {hi:g})"
+        name = f"{folder.name} ({lo:g} to {hi:g}, {'/'.join(runs.precision.unique())})"
         for smooth_f in args.smooth_f:
             for repeats in args.repeats:
                 if len(curves) > repeats:
