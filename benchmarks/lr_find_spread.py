@@ -10,11 +10,14 @@ test (``lr_range.range_test``), one CSV per seed, with the params.yaml network a
 
     python benchmarks/lr_find_spread.py run --name default --seeds 0 1 2 3 4
     python benchmarks/lr_find_spread.py run --name narrow --start-lr 1e-5 --end-lr 1 --seeds 0 1
+    python benchmarks/lr_find_spread.py run --name narrow-bf16 --seeds 0 1 2 3 4  # on an AMX CPU
     python benchmarks/lr_find_spread.py analyze            # the table in docs/accuracy.md
 
 Curves go to ``benchmarks/results/lr_find/<name>/seed<N>.csv`` (columns ``lr``, ``loss``),
-with the seconds and the machine of each in ``runs.csv`` beside them; a seed already recorded
-is skipped, so an interrupted ``run`` resumes.
+with the seconds, the precision (``recipe.precision`` as resolved here) and the machine of each
+in ``runs.csv`` beside them; a seed already recorded is skipped, so an interrupted ``run``
+resumes. A folder holds one precision: name a new one for another. params.yaml and the dataset
+(``data/cifar10``, from ``dvc repro download``) are read from the working directory.
 """
 
 from __future__ import annotations
@@ -80,6 +83,15 @@ def record(args: argparse.Namespace) -> None:
     amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
     out = RESULTS / args.name
+    index = out / "runs.csv"
+    if index.exists():  # one precision per folder, checked before any test runs
+        before = pd.read_csv(index)
+        if "precision" not in before.columns:
+            raise SystemExit(f"{index}: no precision column (recorded before it was added); "
+                             f"record into a new --name")
+        if set(before.precision) != {amp.name}:
+            raise SystemExit(f"{index}: recorded in {', '.join(sorted(set(before.precision)))}, "
+                             f"this run is {amp.name}; record into a new --name")
     out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         path = out / f"seed{seed}.csv"
@@ -101,11 +113,7 @@ def record(args: argparse.Namespace) -> None:
         lrs, losses = np.array(loss.lrs), np.array(loss.raw)
         seconds = time.perf_counter() - t0
         pd.DataFrame({"lr": lrs, "loss": losses}).to_csv(path, index=False)
-        index = out / "runs.csv"
         new = not index.exists()
-        if not new and "precision" not in pd.read_csv(index, nrows=0).columns:
-            raise SystemExit(f"{index}: no precision column (recorded before it was added); "
-                             f"record into a new --name")
         with open(index, "a", newline="") as f:
             w = csv.writer(f)
             if new:
