@@ -152,10 +152,11 @@ def test_the_shipped_settings_pick_steadily_on_the_recorded_spec_curves(committe
         return bool(((runs.start_lr == p.start_lr) & (runs.end_lr == p.end_lr)
                      & (runs.num_iter == p.num_iter)).all())
 
-    folders = [f for f in sorted(results.iterdir())
-               if (f / "runs.csv").exists() and same_range(pd.read_csv(f / "runs.csv"))]
+    recorded = {f: pd.read_csv(f / "runs.csv") for f in sorted(results.iterdir())
+                if (f / "runs.csv").exists()}
+    folders = {f: runs for f, runs in recorded.items() if same_range(runs)}
     assert folders, f"no recorded curves for the shipped range in {results}"
-    for folder in folders:
+    for folder, runs in folders.items():
         picks = []
         for curve in sorted(folder.glob("seed*.csv")):
             raw = pd.read_csv(curve)
@@ -163,6 +164,6 @@ def test_the_shipped_settings_pick_steadily_on_the_recorded_spec_curves(committe
             lrs = raw.lr.to_numpy()[:len(smoothed)]
             picks.append(lr_range.pick_max_lr(lrs, smoothed, p.rule, p.factor).max_lr)
         assert len(picks) >= 5, folder
-        if set(pd.read_csv(folder / "runs.csv").get("precision", ["fp32"])) == {"fp32"}:
+        if set(runs.precision) == {"fp32"}:
             assert max(picks) / min(picks) <= 1.25, (folder.name, picks)
         assert 2e-3 <= float(np.median(picks)) <= 3.2e-3, (folder.name, picks)
