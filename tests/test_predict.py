@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import COMMITTED_PARAMS_TEXT, colour_arrays, subprocess_env
-from resnet9 import cifar10, data, loaders, model_file, paths, predict
+from resnet9 import cifar10, data, loaders, model_file, paths, precision, predict
 
 ENV = subprocess_env(OMP_NUM_THREADS="1")
 HINT = "rerun `dvc repro train` to train it, or `dvc pull` to fetch it from the remote"
@@ -70,11 +70,14 @@ def test_predictions_on_test_images_equal_the_evaluate_stage(tmp_path, tiny_mode
     assert predicted == evaluated
     assert [p["file"] for p in result["predictions"]] == list(map(str, files))
 
-    # The probabilities too: softmax of the logits the evaluate stage computes.
-    net, _ = model_file.load_trained(tiny_model, torch.device("cpu"))
+    # The probabilities too: softmax of the logits the evaluate stage computes, in its batches
+    # and under the precision both resolve from auto on this CPU (bf16 where it is native: there
+    # another batch size can round a logit differently).
+    cpu = torch.device("cpu")
+    net, _ = model_file.load_trained(tiny_model, cpu)
     from resnet9 import engine
-    logits, _ = engine.predict(net, loaders.test_loader(test, torch.device("cpu"), 16),
-                               torch.device("cpu"))
+    logits, _ = engine.predict(net, loaders.test_loader(test, cpu), cpu,
+                               precision.resolve("auto", cpu))
     expected = torch.softmax(logits, 1)
     for row, p in zip(expected, result["predictions"]):
         got = {t["class"]: t["probability"] for t in p["top_k"]}

@@ -21,7 +21,7 @@ import yaml
 from conftest import (CKPT_DIR, checkpoints, default_sigint, dvc_env, dvc_repo_for_train,
                       interrupt_after_first_checkpoint, learnable_data, start_train,
                       train_history, train_workdir, wait_for_checkpoint)
-from resnet9 import paths
+from resnet9 import paths, precision
 
 pytestmark = pytest.mark.slow  # real dvc / training subprocesses: not in `make test-fast`
 
@@ -55,7 +55,8 @@ def test_changed_param_does_not_resume_and_keeps_the_other_checkpoint(tmp_path, 
     doc["train"]["max_lr"] = 0.004
     (work / "params.yaml").write_text(yaml.safe_dump(doc))
     out, err = start_train(work).communicate(timeout=600)
-    assert "for these params, data and precision (fp32); training from scratch" in out, out + err
+    amp = precision.resolve("auto", torch.device("cpu")).name  # recipe.precision auto on this CPU
+    assert f"for these params, data and precision ({amp}); training from scratch" in out, out + err
     assert len(train_history(work)) == 4
     assert checkpoints(work) == first  # the first params' run can still resume
 
@@ -155,7 +156,10 @@ def _test_loss(work: Path, state_dict: dict) -> float:
     net = recipe.build_model(ModelParams(width_multiplier=0.125, logit_scale=1.0), cpu)
     net.load_state_dict(state_dict)
     _, test = data.load_dataset(work / paths.DATASET_DIR)
-    return engine.score(*engine.predict(net.eval(), loaders.test_loader(test, cpu), cpu))[0]
+    # Under the precision the stage evaluates in (recipe.precision auto: bf16 on a CPU that runs
+    # it natively), since bf16 logits differ from fp32 ones by more than the tolerance below.
+    amp = precision.resolve("auto", cpu)
+    return engine.score(*engine.predict(net.eval(), loaders.test_loader(test, cpu), cpu, amp))[0]
 
 
 def test_ema_weights_are_evaluated_and_saved_and_an_ema_run_resumes_exactly(tmp_path):
