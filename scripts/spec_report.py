@@ -50,6 +50,13 @@ class ReportError(Exception):
     """A clone that is not a spec run, or runs that do not share one recipe."""
 
 
+def read_log(path: Path) -> str:
+    """A spec_run.log's text with its \r kept: read as text, Python would turn each \r into a
+    line break, and each redraw of a progress bar would count as a line begun (stage_times)."""
+    with path.open(newline="", errors="replace") as log:
+        return log.read()
+
+
 def line_time(line: str) -> dt.datetime:
     """The UTC time of a ``start <ISO time> ...`` or ``end <ISO time> rc N`` line."""
     return dt.datetime.fromisoformat(line.split()[1])
@@ -151,7 +158,7 @@ def read_run(clone: Path) -> dict:
             raise ReportError(f"{clone / 'metrics/provenance.json'}: no params recorded")
         return {**read_outputs(clone, provenance), "clone": clone, "params": params,
                 "seed": params["recipe"]["seed"], "stages": {}}
-    log = log_path.read_text(errors="replace")
+    log = read_log(log_path)
     params = yaml.safe_load((clone / "params.yaml").read_text())
     run = {"clone": clone, "params": params, "seed": params["recipe"]["seed"]}
     if not finished(log):

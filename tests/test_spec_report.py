@@ -168,3 +168,85 @@ def test_epochs_prints_each_runs_top1_and_seconds_blank_where_it_has_not_got_to(
     (reference / "plots" / "train_history.csv").write_text("epoch,seconds\n1,1021.3\n")
     assert spec_report.main(["--epochs", str(reference)]) == 2
     assert "train_history.csv: KeyError('test_acc')" in capsys.readouterr().err
+
+
+# A run like a real one: lr_find's bar as whole lines, train's as \r-redraws on each epoch's line
+# (the last one cleared), a session cut mid-epoch, then the resumed session to the end.
+BAR_LOG = """\
+start 2026-12-06T07:00:51Z commit abc1234 cpu AMD EPYC x 2
+07:00:55 Running stage 'lr_find':
+07:01:01 \r07:01:01   0%|          | 0/100 [00:00<?, ?it/s]
+07:01:10   1%|          | 1/100 [00:09<15:40,  9.50s/it]
+07:08:18 100%|##########| 100/100 [07:17<00:00,  4.38s/it]
+07:08:19 lr_find: suggested max_lr = 0.002632 (valley)
+07:08:21 Running stage 'train':
+07:08:25 \r07:08:25 train epoch 1/24:   0%|\r07:09:00 train epoch 1/24:   1%|\r07:13:29 train epoch 1/24:   4%|\r07:13:39 \r07:13:39 epoch   1/24: test acc 0.67
+07:13:39 \r07:13:39 train epoch 2/24:   4%|\r07:16:06 train epoch 2/24:   6%|
+start 2026-12-06T09:00:00Z commit abc1234 cpu AMD EPYC x 2
+09:00:01 Running stage 'train':
+09:00:05 \r09:00:05 train epoch 2/24:   4%|\r09:05:00 train epoch 2/24:   8%|\r09:05:10 \r09:05:10 epoch   2/24: test acc 0.77
+09:05:11 Running stage 'evaluate':
+09:06:11 Updating lock file 'dvc.lock'
+end 2026-12-06T09:06:15Z rc 0
+"""
+
+
+def finished_clone(path, log=BAR_LOG):
+    """make_clone's run with every file keep_spec_run.py keeps."""
+    clone = make_clone(path, 2)
+    (clone / "spec_run.log").write_text(log)
+    (clone / "metrics" / "provenance.json").write_text(json.dumps(
+        {"git_commit": "abc1234def", "device_name": "AMD EPYC", "torch_threads": 2,
+         "precision": "bf16", "cpu": {"simd": "AVX512", "native_bf16": True}}))
+    for name in ("metrics/train.json", "metrics/export.json", "plots/lr_find.csv",
+                 "plots/per_class.csv"):
+        (clone / name).write_text("{}" if name.endswith("json") else "a\n1\n")
+    return clone
+
+
+def test_keep_spec_run_trims_the_bars_but_not_the_stage_times_or_the_figures(tmp_path, capsys):
+    import keep_spec_run
+
+    trimmed = keep_spec_run.trim_log(BAR_LOG)
+    assert spec_report.stage_times(trimmed) == spec_report.stage_times(BAR_LOG)
+    # 07:08:21 -> 07:13:39 (the cut epoch's line began), then 09:00:01 -> 09:05:11
+    assert spec_report.stage_times(trimmed)["train"] == (318 + 310, 2)
+    lines = trimmed.split("\n")
+    assert "07:01:10   1%|" not in trimmed and "07:08:18 100%|" in trimmed  # lr_find's last
+    assert ("07:08:25 \r07:13:29 train epoch 1/24:   4%|\r07:13:39 epoch   1/24: test acc 0.67"
+            not in lines)  # an epoch's line: its first stamp and its last non-blank state
+    assert "07:08:25 \r07:13:39 epoch   1/24: test acc 0.67" in lines
+    assert "07:13:39 \r07:16:06 train epoch 2/24:   6%|" in lines  # where the session was cut
+
+    clone = finished_clone(tmp_path / "clone")
+    dest = tmp_path / "kept" / "seed2-bf16"
+    assert keep_spec_run.main([str(clone), "--dest", str(dest)]) == 0
+    assert f"wrote {dest}" in capsys.readouterr().out
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.*")) == sorted(
+        keep_spec_run.KEPT + ["spec_run.log"])
+    assert spec_report.main([str(clone)]) == 0
+    from_clone = capsys.readouterr().out
+    assert "| 628 s (2 sessions) |" in from_clone  # the file's \r kept: as trim_log's check
+    assert spec_report.main([str(dest)]) == 0
+    assert capsys.readouterr().out == from_clone  # the same row, stage times and all
+    assert list((tmp_path / "kept").iterdir()) == [dest]  # no staging folder left
+
+
+def test_keep_spec_run_refuses_an_unfinished_run_a_missing_file_and_an_existing_folder(
+        tmp_path, capsys):
+    import keep_spec_run
+
+    unfinished = finished_clone(tmp_path / "a", BAR_LOG.rsplit("end ", 1)[0])
+    assert keep_spec_run.main([str(unfinished), "--dest", str(tmp_path / "out")]) == 2
+    assert "the run has not finished" in capsys.readouterr().err
+    clone = finished_clone(tmp_path / "b")
+    (clone / "metrics" / "export.json").unlink()
+    assert keep_spec_run.main([str(clone), "--dest", str(tmp_path / "out")]) == 2
+    assert "no metrics/export.json" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("kept")
+    assert keep_spec_run.main([str(finished_clone(tmp_path / "c")), "--dest",
+                               str(tmp_path / "out")]) == 2
+    assert "exists; a kept run is not replaced" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
