@@ -60,7 +60,8 @@ def project(tmp_path):
     Epochs of a few seconds each, so that the test kills the run between two of them."""
     repo = copy_project(tmp_path / "repo")
     (repo / "scripts").mkdir()
-    for script in ("spec_run.sh", "spec_report.py", "adopt_spec_run.py", "adopt_gpu_run.py"):
+    for script in ("spec_run.sh", "spec_report.py", "adopt_spec_run.py", "adopt_gpu_run.py",
+                   "keep_spec_run.py"):
         shutil.copy2(ROOT / "scripts" / script, repo / "scripts")
     set_params(repo, data={"source": URL, "train_subset": 2000, "test_subset": 200},
                model={"width_multiplier": 0.125}, lr_find={"num_iter": 5},
@@ -149,6 +150,15 @@ def test_spec_run_resumes_finishes_and_becomes_the_reference(project, tmp_path, 
         assert json.loads((project / name).read_text()) == json.loads((clone / name).read_text())
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
     assert lock["download"]["params"]["params.yaml"]["data"]["source"] == URL
+
+    # Kept in the repository, since the clone goes with the machine: the kept folder gives the
+    # same row, stage times included, as the clone.
+    kept = sh(project, sys.executable, "scripts/keep_spec_run.py", str(clone)).stdout
+    dest = project / "benchmarks/results/spec_runs" / f"seed0-{provenance['precision']}"
+    assert f"wrote {dest} " in kept, kept
+    assert len((dest / "spec_run.log").read_text()) < len(text)
+    assert sh(project, sys.executable, "scripts/spec_report.py",
+              str(dest)).stdout.splitlines() == row
 
 
 def test_adopt_refuses_other_params_or_changed_code_and_changes_nothing(project, tmp_path):
