@@ -22,10 +22,11 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
+
+from resnet9 import atomic_io
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -75,18 +76,12 @@ def keep(clone: Path, dest: Path | None = None) -> Path:
     if dest.exists():
         raise spec_report.ReportError(f"{dest}: exists; a kept run is not replaced (remove it "
                                       "first, or give --dest)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_io.atomic_path(dest) as staging:
         for name in KEPT:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(clone / name, staging / name)
         with (staging / "spec_run.log").open("w", newline="") as kept:
             kept.write(trim_log(log))
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return dest
 
 
