@@ -91,6 +91,7 @@ DOCS_COMMANDS: list[tuple[str, str]] = [
     (r"python scripts/adopt_spec_run\.py ", "tests/test_spec_run.py adopts the run it made"),
     (r"python scripts/spec_report\.py ", "tests/test_spec_run.py reports on the run it made"),
     (r"python scripts/keep_spec_run\.py ", "tests/test_spec_run.py keeps the run it made"),
+    (r"python scripts/recommit\.py ", "tests/test_recommit.py records a change in a fresh clone"),
     (r"OMP_NUM_THREADS=1 taskset -c \d bash scripts/spec_run\.sh ",
      "tests/test_spec_run.py runs spec_run.sh with OMP_NUM_THREADS=1 (not pinned to a core)"),
 ]
