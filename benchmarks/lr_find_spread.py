@@ -10,11 +10,11 @@ test (``lr_range.range_test``), one CSV per seed, with the params.yaml network a
 
     python benchmarks/lr_find_spread.py run --name default --seeds 0 1 2 3 4
     python benchmarks/lr_find_spread.py run --name narrow --start-lr 1e-5 --end-lr 1 --seeds 0 1
-    python benchmarks/lr_find_spread.py run --name narrow-bf16 --seeds 0 1 2 3 4  # lr_find.precision: bf16
+    python benchmarks/lr_find_spread.py run --name narrow-bf16 --seeds 0 1 2 3 4  # on an AMX CPU
     python benchmarks/lr_find_spread.py analyze            # the table in docs/accuracy.md
 
 Curves go to ``benchmarks/results/lr_find/<name>/seed<N>.csv`` (columns ``lr``, ``loss``),
-with the seconds, the precision (``lr_find.precision`` as resolved here) and the machine of each
+with the seconds, the precision (``recipe.precision`` as resolved here) and the machine of each
 in ``runs.csv`` beside them; a seed already recorded is skipped, so an interrupted ``run``
 resumes. A folder holds one precision: name a new one for another. params.yaml and the dataset
 (``data/cifar10``, from ``dvc repro download``) are read from the working directory.
@@ -80,7 +80,7 @@ def record(args: argparse.Namespace) -> None:
         if getattr(args, key) is None:
             setattr(args, key, getattr(find_p, key))
     device = runtime.select_device(recipe_p.device)
-    amp = precision.resolve(find_p.precision, device)  # the stage's own, as the stage does
+    amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
     out = RESULTS / args.name
     index = out / "runs.csv"

@@ -78,9 +78,6 @@ class LrFindParams(Section):
     factor: Annotated[Number, Field(gt=0, le=100)]  # max_lr = factor x the rule's LR
     smooth_f: Annotated[Number, Field(ge=0, lt=1)]  # torch-lr-finder's loss smoothing weight
     repeats: Annotated[int, Field(ge=1, le=20)]  # range tests averaged before the rule
-    # the range test's own precision, chosen as recipe.precision is (auto = the hardware's);
-    # fp32 by default: in bf16 its pick spreads wider over seeds (docs/accuracy.md)
-    precision: Literal[PRECISIONS]
 
     @model_validator(mode="after")
     def _end_above_start(self):

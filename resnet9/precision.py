@@ -14,9 +14,8 @@
 - Apple MPS: fp32.
 
 An explicit ``bf16``, ``fp16`` or ``fp32`` is used as given, on any device that torch's
-autocast supports. Every stage that runs the network makes the choice through :func:`resolve`:
-train, evaluate and analyze from ``recipe.precision``, the LR range test from its own
-``lr_find.precision`` (fp32 as shipped: in bf16 its pick moved more with the seed).
+autocast supports. Every stage that runs the network (lr_find, train, evaluate, analyze) makes
+the same choice through :func:`resolve`.
 """
 
 from __future__ import annotations
@@ -121,12 +120,11 @@ def resolve(setting: str, device: torch.device) -> Precision:
     return Precision(choose(setting, device.type, capability, cpu_bf16), device.type)
 
 
-def explain(setting: str, chosen: Precision, key: str = "recipe.precision") -> str:
+def explain(setting: str, chosen: Precision) -> str:
     """One line saying which precision runs and, for ``auto``, why: e.g. ``fp32 (auto: this
-    CPU has no native bf16, AVX512-BF16 or AMX)``, or ``fp32 (lr_find.precision)`` for an
-    explicit setting of the params key ``key``."""
+    CPU has no native bf16, AVX512-BF16 or AMX)``."""
     if setting != "auto":
-        return f"{chosen.name} ({key})"
+        return f"{chosen.name} (recipe.precision)"
     if chosen.device_type == "cpu":
         why = ("this CPU runs bf16 natively" if chosen.name == "bf16" else
                "this CPU has no native bf16, AVX512-BF16 or AMX")

@@ -17,8 +17,8 @@
 #   lr:X   : the defaults at seed 0 with train.max_lr fixed at X (no range test);
 #   set:TAG:k=v,k=v : the defaults with the given keys (e.g. set:ls02:recipe.label_smoothing=0.2);
 #   compile: train.compile true at seed 0;
-#   spread : raw LR range-test curves at the spec, seeds 0-9 (SPREAD_SEEDS), in the GPU's
-#            precision (auto: bf16) and in fp32 (benchmarks/lr_find_spread.py: issue 19's spread
+#   spread : raw LR range-test curves at the spec, seeds 0-9 (SPREAD_SEEDS), in the default
+#            precision (bf16) and in fp32 (benchmarks/lr_find_spread.py: issue 19's spread
 #            table on the GPU; `analyze` here once the CSVs are back);
 #   speed  : benchmarks/speed.py on the device at width 1.0, batch 512;
 #   (runs after the first:) while BUDGET_S seconds (default 540) are not spent.
@@ -131,7 +131,7 @@ for run in $RUNS; do
     spread)  rm -f "$R/data.last"  # the full dataset (an earlier run may have left a subset)
              set_params data.source=$NPZ $BASE && python3 -m stages.download > "$R/spread-download.log" 2>&1
              for prec in auto fp32; do
-               set_params data.source=$NPZ lr_find.precision=$prec $BASE
+               set_params data.source=$NPZ recipe.precision=$prec $BASE
                python3 benchmarks/lr_find_spread.py run --name "gpu-$prec" --seeds ${SPREAD_SEEDS:-0 1 2 3 4 5 6 7 8 9} \
                  > "$R/spread-$prec.log" 2>&1
                tr '\r' '\n' < "$R/spread-$prec.log" | grep -v '%|' | tail -2  # not the progress bars

@@ -16,12 +16,12 @@ def main() -> None:
     clock.lap("imports")
     model_p, find_p, recipe_p = params.load("model", "lr_find", "recipe")
     device = runtime.select_device(recipe_p.device)
-    amp = precision.resolve(find_p.precision, device)  # its own: fp32 as shipped
+    amp = precision.resolve(recipe_p.precision, device)
     train, _ = data.load_dataset()
     clock.lap("data")
     print(f"lr_find: {find_p.num_iter} steps, LR {find_p.start_lr:g} -> {find_p.end_lr:g} "
           f"({find_p.step_mode}), batch {recipe_p.batch_size}, on {runtime.describe(device)}, "
-          f"{precision.explain(find_p.precision, amp, 'lr_find.precision')}"
+          f"{precision.explain(recipe_p.precision, amp)}"
           + (f", the mean of {find_p.repeats} tests" if find_p.repeats > 1 else ""))
     curves = []
     for seed in lr_range.repeat_seeds(recipe_p.seed, find_p.repeats):

@@ -27,7 +27,7 @@ BAD = {
     "lr_find": {"start_lr": ["low", 0], "end_lr": [[1], -1], "num_iter": [2.5, 1],
                 "step_mode": [1, "log"], "rule": [None, "slide"], "factor": ["a", 0],
                 "smooth_f": ["x", 1.0],
-                "repeats": [1.5, 0], "precision": [32, "fp8"]},
+                "repeats": [1.5, 0]},
     "recipe": {"optimizer": ["sgd", 1], "batch_size": ["512", 0], "weight_decay": ["x", -1e-4],
                "decay_bn_and_bias": ["no", 0], "label_smoothing": ["x", 1.0],
                "seed": [0.5, -3], "device": [0, "tpu"], "precision": ["half", 16],

@@ -66,8 +66,6 @@ def test_the_native_bf16_probe_is_guarded(monkeypatch):
     assert precision.explain("auto", precision.resolve("auto", CPU)) == \
         "fp32 (auto: this CPU has no native bf16, AVX512-BF16 or AMX)"
     assert precision.explain("fp32", precision.resolve("fp32", CPU)) == "fp32 (recipe.precision)"
-    assert precision.explain("fp32", precision.resolve("fp32", CPU), "lr_find.precision") == \
-        "fp32 (lr_find.precision)"
     assert precision.cpu_capability()["native_bf16"] is False
 
 
