@@ -3,8 +3,9 @@
 #   bash scripts/same_short_run.sh 7ceaf63 HEAD
 # Each commit's tree goes to a temporary folder, where download, lr_find, train and evaluate run
 # on a subset of ../shared/data/cifar10.npz (2,000 / 1,000 images, width 0.125, batch 128, a
-# 20-step LR range test, 2 epochs at max_lr 0.004, seed 0, CPU, fp32). Prints each output's sha256 per commit and the figures
-# that differ (wall times always do). Needs the project's venv (make install).
+# 20-step LR range test, 2 epochs at max_lr 0.004, seed 0, CPU, fp32). Prints each output's
+# sha256 per commit and the figures that differ (wall times always do). Needs the project's
+# venv (make install).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
