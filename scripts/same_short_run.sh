@@ -39,7 +39,7 @@ import pandas as pd
 work, commits = Path(sys.argv[1]), sys.argv[2:]
 first = commits[0]
 for c in commits[1:]:
-    for name in ("metrics/train.json", "metrics/evaluate.json"):
+    for name in ("metrics/lr_find.json", "metrics/train.json", "metrics/evaluate.json"):
         a, b = (json.loads((work / x / name).read_text()) for x in (first, c))
         diff = {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
         print(f"{name}, {first} vs {c}: differs in {diff or 'nothing'}")
